@@ -1,0 +1,11 @@
+"""The public operators of v4_ascend, one typed function per dispatcher op.
+
+``v4_ascend.ops.<name>(...)`` and ``torch.ops.v4_ascend.<name>(...)`` are the same op; the former has
+a docstring and Python type hints. The contract is ``shared/spec/ops.md``; each family module declares
+its ops with :func:`v4_ascend.library.define`.
+"""
+
+from v4_ascend.ops.attention import sparse_attn
+from v4_ascend.ops.moe import grouped_gemm, grouped_gemm_masked
+
+__all__ = ["grouped_gemm", "grouped_gemm_masked", "sparse_attn"]

@@ -1,0 +1,67 @@
+"""Random input cases per op: used by ``v4-ascend check``, ``opcheck`` tests and kernel tests.
+
+A family module registers one generator per op with :func:`register`. A generator takes
+``(device, dtype, generator)`` and returns a list of :class:`Case` (random data, never zeros),
+covering production-like and corner-case shapes; shapes stay small enough to run in a unit test unless
+``large=True`` is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Case:
+    name: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+
+CaseGenerator = Callable[[torch.device, torch.dtype, torch.Generator], list[Case]]
+
+
+@dataclass(frozen=True)
+class CaseSet:
+    op: str
+    generate: CaseGenerator
+    dtypes: tuple[torch.dtype, ...]
+
+
+_REGISTRY: dict[str, CaseSet] = {}
+
+DEFAULT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def register(op: str, dtypes: tuple[torch.dtype, ...] = DEFAULT_DTYPES):
+    def wrap(fn: CaseGenerator) -> CaseGenerator:
+        if op in _REGISTRY:
+            raise RuntimeError(f"cases for {op} registered twice")
+        _REGISTRY[op] = CaseSet(op, fn, dtypes)
+        return fn
+
+    return wrap
+
+
+def case_sets() -> dict[str, CaseSet]:
+    return dict(_REGISTRY)
+
+
+def generate(op: str, device: torch.device | str, dtype: torch.dtype, seed: int = 0) -> list[Case]:
+    gen = torch.Generator().manual_seed(seed)
+    return _REGISTRY[op].generate(torch.device(device), dtype, gen)
+
+
+def randn(*shape, dtype, device, gen, scale: float = 1.0) -> torch.Tensor:
+    """Host-generated normal data moved to ``device`` (same values on every device)."""
+    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype).to(device)
+
+
+def randint(low, high, shape, *, dtype=torch.int32, device, gen) -> torch.Tensor:
+    return torch.randint(low, high, shape, generator=gen, dtype=torch.int64).to(dtype).to(device)
+
+
+from v4_ascend.testing.cases import attention, moe  # noqa: E402,F401  (registers the families)
