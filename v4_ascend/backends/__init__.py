@@ -97,4 +97,6 @@ def skipped() -> dict[str, str]:
     return dict(_skipped)
 
 
-__all__ = ["BACKENDS", "CHOICES", "ENV", "Route", "load", "loaded", "module", "privateuse1_name", "requested", "skipped"]
+__all__ = [
+    "BACKENDS", "CHOICES", "ENV", "Route", "load", "loaded", "module", "privateuse1_name", "requested", "skipped",
+]

@@ -23,11 +23,14 @@ def reference_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def upcast(value):
-    """Floating tensors (and tensors inside tuples/lists) to the reference dtype."""
-    if isinstance(value, torch.Tensor) and value.is_floating_point():
-        return value.to(reference_dtype(value.dtype))
+    """Floating tensors (also inside tuples, lists and dicts) to the reference dtype, on the host."""
+    if isinstance(value, torch.Tensor):
+        value = value.cpu()
+        return value.to(reference_dtype(value.dtype)) if value.is_floating_point() else value
     if isinstance(value, (tuple, list)):
         return type(value)(upcast(v) for v in value)
+    if isinstance(value, dict):
+        return {k: upcast(v) for k, v in value.items()}
     return value
 
 

@@ -1,0 +1,37 @@
+# Two entry points do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.v4_ascend-installed
+SOURCES := pyproject.toml setup.py $(shell find csrc -type f 2>/dev/null)
+# pytest exits 5 when it collected nothing: that is reported as its own failure, never as a pass.
+PYTEST = run_pytest() { $(BIN)/python -m pytest -q "$$@"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests ($$*)"; fi; return $$rc; }; run_pytest
+
+.PHONY: setup run test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) setuptools wheel ninja
+	$(BIN)/python -m pip install -q --no-build-isolation -e ".[dev]"
+	touch $@
+
+run: setup
+	$(BIN)/v4-ascend info
+	$(BIN)/v4-ascend check
+
+lint: setup
+	$(BIN)/ruff check .
+
+# The suite runs once plain, then once per simulated vendor device (one PrivateUse1 name per process).
+test: lint
+	OMP_NUM_THREADS=1 $(PYTEST)
+	OMP_NUM_THREADS=1 V4_ASCEND_SIM_DEVICE=npu $(PYTEST) -m "device or contract"
+	OMP_NUM_THREADS=1 V4_ASCEND_SIM_DEVICE=mlu $(PYTEST) -m "device or contract"
+
+clean:
+	rm -rf build $(VENV) *.egg-info v4_ascend/*.so

@@ -1,0 +1,36 @@
+// Argument checks of the CPU kernels; messages name the op and the argument like the Python ones.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace v4_ascend::cpu {
+
+inline void check_rank(const char* op, const char* arg, const at::Tensor& x, int64_t rank) {
+  TORCH_CHECK_VALUE(x.dim() == rank, op, ": '", arg, "' must be ", rank, "-D, got shape ", x.sizes());
+}
+
+inline void check_dtype(const char* op, const char* arg, const at::Tensor& x, at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(x.scalar_type() == dtype, op, ": '", arg, "' must be ", dtype, ", got ", x.scalar_type());
+}
+
+// An int32 [rows, *] index tensor.
+inline void check_index(const char* op, const char* arg, const at::Tensor& idx, int64_t rows) {
+  check_rank(op, arg, idx, 2);
+  check_dtype(op, arg, idx, at::kInt);
+  TORCH_CHECK_VALUE(idx.size(0) == rows, op, ": '", arg, "' must have ", rows, " rows, got ", idx.size(0));
+}
+
+// An optional int32 [rows] tensor of per-row lengths in [0, width].
+inline void check_lengths(const char* op, const char* arg, const std::optional<at::Tensor>& length, int64_t rows,
+                          int64_t width) {
+  if (!length) return;
+  check_rank(op, arg, *length, 1);
+  check_dtype(op, arg, *length, at::kInt);
+  TORCH_CHECK_VALUE(length->size(0) == rows, op, ": '", arg, "' must have ", rows, " entries");
+  if (length->numel() == 0) return;
+  const auto lo = length->min().item<int32_t>(), hi = length->max().item<int32_t>();
+  TORCH_CHECK_VALUE(lo >= 0 && hi <= width, op, ": '", arg, "' values must be in [0, ", width, "]");
+}
+
+}  // namespace v4_ascend::cpu
