@@ -88,6 +88,10 @@ class SimTensor(torch.Tensor):
     def __repr__(self) -> str:
         return f"SimTensor({self.host!r}, device='{_device}')"
 
+    def tolist(self):
+        # Tensor.tolist is not dispatched; a real device copies to the host here too.
+        return self.host.tolist()
+
     __torch_function__ = torch._C._disabled_torch_function_impl
 
     @classmethod
