@@ -5,9 +5,7 @@ TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.v4_ascend-installed
 SOURCES := pyproject.toml setup.py $(shell find csrc -type f 2>/dev/null)
-# pytest exits 5 when it collected nothing: that is reported as its own failure, never as a pass.
-PYTEST = run_pytest() { $(BIN)/python -m pytest -q "$$@"; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests ($$*)"; fi; return $$rc; }; run_pytest
+PYTEST := OMP_NUM_THREADS=1 tools/run-pytest $(BIN)/python
 
 .PHONY: setup run test lint clean
 
@@ -29,9 +27,9 @@ lint: setup
 
 # The suite runs once plain, then once per simulated vendor device (one PrivateUse1 name per process).
 test: lint
-	OMP_NUM_THREADS=1 $(PYTEST)
-	OMP_NUM_THREADS=1 V4_ASCEND_SIM_DEVICE=npu $(PYTEST) -m "device or contract"
-	OMP_NUM_THREADS=1 V4_ASCEND_SIM_DEVICE=mlu $(PYTEST) -m "device or contract"
+	$(PYTEST)
+	V4_ASCEND_SIM_DEVICE=npu $(PYTEST) -m "device or contract"
+	V4_ASCEND_SIM_DEVICE=mlu $(PYTEST) -m "device or contract"
 
 clean:
 	rm -rf build $(VENV) *.egg-info v4_ascend/*.so
