@@ -35,7 +35,9 @@ def fresh_state(B, ratio, width, overlap, dtype=torch.float32):
     return torch.zeros(B, rows, width, dtype=dtype), torch.full((B, rows, width), float("-inf"), dtype=dtype)
 
 
-@pytest.mark.parametrize("S,d,ratio,overlap", [(19, 6, 4, True), (3, 4, 4, True), (300, 5, 128, False), (9, 3, 2, False)])
+@pytest.mark.parametrize(
+    "S,d,ratio,overlap", [(19, 6, 4, True), (3, 4, 4, True), (300, 5, 128, False), (9, 3, 2, False)]
+)
 def test_pool_matches_numpy_loop(S, d, ratio, overlap):
     width = (2 if overlap else 1) * d
     kv, score = torch.randn(2, S, width), 3 * torch.randn(2, S, width)
@@ -121,13 +123,13 @@ def test_state_is_mutated_in_place_and_holds_biased_logits():
     torch.testing.assert_close(score_state[0, 4:6], score[4:6] + ape[:2])
 
 
-def test_gradcheck_pool_fp64():
-    for ratio, overlap, S in [(4, True, 10), (3, False, 7)]:
-        width = 6 if overlap else 3
-        args = [torch.randn(2, S, width, dtype=torch.float64, requires_grad=True),
-                torch.randn(2, S, width, dtype=torch.float64, requires_grad=True),
-                torch.randn(ratio, width, dtype=torch.float64, requires_grad=True)]
-        assert torch.autograd.gradcheck(lambda kv, s, a: kv_compress_pool(kv, s, a, ratio, overlap), args)
+@pytest.mark.parametrize("ratio,overlap,S", [(4, True, 10), (3, False, 7)])
+def test_gradcheck_pool_fp64(ratio, overlap, S):
+    width = 6 if overlap else 3
+    args = [torch.randn(2, S, width, dtype=torch.float64, requires_grad=True),
+            torch.randn(2, S, width, dtype=torch.float64, requires_grad=True),
+            torch.randn(ratio, width, dtype=torch.float64, requires_grad=True)]
+    assert torch.autograd.gradcheck(lambda kv, s, a: kv_compress_pool(kv, s, a, ratio, overlap), args)
 
 
 def test_errors_name_the_argument():

@@ -46,7 +46,7 @@ def _scope_logits(q, kv, idx, length, scale, acc):
     valid = idx >= 0
     if length is not None:
         valid &= torch.arange(idx.shape[1], device=idx.device) < length[:, None]
-    rows = kv.index_select(0, idx.clamp(min=0).flatten().long()).view(*idx.shape, -1).to(acc)
+    rows = kv.index_select(0, idx.clamp(min=0).flatten().long()).view(*idx.shape, kv.shape[1]).to(acc)
     rows = rows * valid[..., None]
     logits = torch.einsum("thd,tkd->thk", q.to(acc), rows) * scale
     return logits.masked_fill(~valid[:, None, :], float("-inf")), rows
