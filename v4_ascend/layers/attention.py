@@ -199,8 +199,8 @@ def _output_projection(out, weights, config):
     """Grouped low-rank output projection (steps 8-10): per group ``W_oa[g]``, then ``W_ob``."""
     S = out.shape[0]
     G = config.o_groups
-    groups = out.reshape(S, G, -1).transpose(0, 1).contiguous()  # [G, S, H/G*d]
+    groups = out.reshape(S, G, config.n_heads // G * config.head_dim).transpose(0, 1).contiguous()  # [G, S, H/G*d]
     per_group = weights.wo_a.unflatten(0, (G, config.o_lora_rank))  # [G, R_o, H/G*d]
     counts = torch.full((G,), S, dtype=torch.int32, device=out.device)
     low_rank = ops.grouped_gemm_masked(groups, per_group, counts)  # [G, S, R_o]
-    return F.linear(low_rank.transpose(0, 1).reshape(S, -1), weights.wo_b)
+    return F.linear(low_rank.transpose(0, 1).reshape(S, G * config.o_lora_rank), weights.wo_b)
