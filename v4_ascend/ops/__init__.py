@@ -5,7 +5,14 @@ a docstring and Python type hints. The contract is ``shared/spec/ops.md``; each 
 its ops with :func:`v4_ascend.library.define`.
 """
 
-from v4_ascend.ops.attention import sparse_attn
+from v4_ascend.ops.attention import indexer_topk, kv_compress, kv_compress_pool, sparse_attn
 from v4_ascend.ops.moe import grouped_gemm, grouped_gemm_masked
 
-__all__ = ["grouped_gemm", "grouped_gemm_masked", "sparse_attn"]
+__all__ = [
+    "grouped_gemm",
+    "grouped_gemm_masked",
+    "indexer_topk",
+    "kv_compress",
+    "kv_compress_pool",
+    "sparse_attn",
+]

@@ -1,0 +1,1 @@
+"""Model-level definitions (configuration) of DeepSeek V4."""
