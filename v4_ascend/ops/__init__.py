@@ -6,13 +6,52 @@ its ops with :func:`v4_ascend.library.define`.
 """
 
 from v4_ascend.ops.attention import indexer_topk, kv_compress, kv_compress_pool, sparse_attn
-from v4_ascend.ops.moe import grouped_gemm, grouped_gemm_masked
+from v4_ascend.ops.moe import (
+    grouped_gemm,
+    grouped_gemm_masked,
+    moe_combine,
+    moe_dispatch,
+    moe_ffn,
+    moe_route,
+    moe_swiglu,
+)
+from v4_ascend.ops.quant import (
+    fp4_dequant,
+    fp4_fake_quant,
+    fp4_quant,
+    fp8_dequant,
+    fp8_fake_quant,
+    fp8_quant,
+    fp8_weight_dequant,
+    fp8_weight_fake_quant,
+    fp8_weight_quant,
+    hadamard_rotate,
+    scale_to_ue8m0,
+    ue8m0_to_scale,
+)
 
 __all__ = [
+    "fp4_dequant",
+    "fp4_fake_quant",
+    "fp4_quant",
+    "fp8_dequant",
+    "fp8_fake_quant",
+    "fp8_quant",
+    "fp8_weight_dequant",
+    "fp8_weight_fake_quant",
+    "fp8_weight_quant",
     "grouped_gemm",
     "grouped_gemm_masked",
+    "hadamard_rotate",
     "indexer_topk",
     "kv_compress",
     "kv_compress_pool",
+    "moe_combine",
+    "moe_dispatch",
+    "moe_ffn",
+    "moe_route",
+    "moe_swiglu",
+    "scale_to_ue8m0",
     "sparse_attn",
+    "ue8m0_to_scale",
 ]

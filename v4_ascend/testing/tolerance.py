@@ -18,15 +18,23 @@ TOLERANCE = {
 }
 
 
+# Quantised codes are data, not approximations: never upcast, always compared bit for bit.
+QUANTISED_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e8m0fnu, torch.float4_e2m1fn_x2)
+
+
 def reference_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def upcast(value):
-    """Floating tensors (also inside tuples, lists and dicts) to the reference dtype, on the host."""
+    """Floating tensors (also inside tuples, lists and dicts) to the reference dtype, on the host.
+
+    Quantised codes (fp8/fp4) are data, not approximations, and keep their dtype."""
     if isinstance(value, torch.Tensor):
         value = value.cpu()
-        return value.to(reference_dtype(value.dtype)) if value.is_floating_point() else value
+        if value.is_floating_point() and value.dtype not in QUANTISED_DTYPES:
+            return value.to(reference_dtype(value.dtype))
+        return value
     if isinstance(value, (tuple, list)):
         return type(value)(upcast(v) for v in value)
     if isinstance(value, dict):
@@ -43,8 +51,10 @@ def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def assert_close(actual, expected, dtype: torch.dtype, name: str = "output") -> None:
-    """Exact for integer tensors, per-dtype atol/rtol for floating ones."""
+    """Exact for integer and quantised tensors (their bit patterns), per-dtype atol/rtol for floating ones."""
     actual, expected = actual.detach().cpu(), expected.detach().cpu()
+    if expected.dtype in QUANTISED_DTYPES:
+        actual, expected = actual.view(torch.uint8), expected.view(torch.uint8)
     if not expected.is_floating_point():
         torch.testing.assert_close(actual, expected, atol=0, rtol=0, msg=lambda m: f"{name}: {m}")
         return
