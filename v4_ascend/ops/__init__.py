@@ -6,6 +6,15 @@ its ops with :func:`v4_ascend.library.define`.
 """
 
 from v4_ascend.ops.attention import sparse_attn
+from v4_ascend.ops.mhc import mhc_head, mhc_post, mhc_pre, mhc_sinkhorn
 from v4_ascend.ops.moe import grouped_gemm, grouped_gemm_masked
 
-__all__ = ["grouped_gemm", "grouped_gemm_masked", "sparse_attn"]
+__all__ = [
+    "grouped_gemm",
+    "grouped_gemm_masked",
+    "mhc_head",
+    "mhc_post",
+    "mhc_pre",
+    "mhc_sinkhorn",
+    "sparse_attn",
+]
