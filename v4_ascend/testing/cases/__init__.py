@@ -64,4 +64,4 @@ def randint(low, high, shape, *, dtype=torch.int32, device, gen) -> torch.Tensor
     return torch.randint(low, high, shape, generator=gen, dtype=torch.int64).to(dtype).to(device)
 
 
-from v4_ascend.testing.cases import attention, moe, quant  # noqa: E402,F401  (registers the families)
+from v4_ascend.testing.cases import attention, engram, mhc, moe, quant  # noqa: E402,F401  (registers the families)
