@@ -6,12 +6,27 @@
 
 namespace v4_ascend::cpu {
 
+// The Python spelling of a dtype (int32, not Int), so C++ and Python errors read alike.
+inline const char* dtype_name(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kInt: return "int32";
+    case at::kLong: return "int64";
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    case at::kByte: return "uint8";
+    default: return c10::toString(dtype);
+  }
+}
+
 inline void check_rank(const char* op, const char* arg, const at::Tensor& x, int64_t rank) {
   TORCH_CHECK_VALUE(x.dim() == rank, op, ": '", arg, "' must be ", rank, "-D, got shape ", x.sizes());
 }
 
 inline void check_dtype(const char* op, const char* arg, const at::Tensor& x, at::ScalarType dtype) {
-  TORCH_CHECK_VALUE(x.scalar_type() == dtype, op, ": '", arg, "' must be ", dtype, ", got ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.scalar_type() == dtype, op, ": '", arg, "' must be ", dtype_name(dtype), ", got ",
+                    dtype_name(x.scalar_type()));
 }
 
 // An int32 [rows, *] index tensor.

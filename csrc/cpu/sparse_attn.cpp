@@ -34,7 +34,7 @@ void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& idx, const
   v4k::KvScope<T> scopes[2] = {scope<T>(kv, idx, length), {}};
   int n_scopes = 1;
   if (extra_kv) scopes[n_scopes++] = scope<T>(*extra_kv, *extra_idx, extra_length);
-  const v4k::SparseAttnShape shape{H, D, static_cast<float>(scale)};
+  const v4k::SparseAttnShape shape{H, D, scale};
   const A* sink_ptr = sink ? sink->data_ptr<A>() : nullptr;
   const T* q_ptr = reinterpret_cast<const T*>(q.data_ptr());
   T* out_ptr = reinterpret_cast<T*>(out.data_ptr());
@@ -69,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_attn(const at::Tensor& q, const at::Te
   const auto acc_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   if (sink) {
     TORCH_CHECK_VALUE(sink->scalar_type() == at::kFloat || sink->scalar_type() == at::kDouble, op,
-                      ": 'sink' must be float32 or float64, got ", sink->scalar_type());
+                      ": 'sink' must be float32 or float64, got ", dtype_name(sink->scalar_type()));
     TORCH_CHECK_VALUE(sink->dim() == 1 && sink->size(0) == H, op, ": 'sink' must be [", H, "]");
   }
   TORCH_CHECK_VALUE(extra_kv.has_value() == extra_idx.has_value(), op,
@@ -101,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_attn(const at::Tensor& q, const at::Te
     case at::kBFloat16: run<v4k::bf16>(qc, kvc, idxc, sinkc, scale, ekv, eidx, len, elen, out, lse); break;
     case at::kHalf: run<_Float16>(qc, kvc, idxc, sinkc, scale, ekv, eidx, len, elen, out, lse); break;
     default: TORCH_CHECK_VALUE(false, op, ": 'q' must be float64, float32, bfloat16 or float16, got ",
-                               q.scalar_type());
+                               dtype_name(q.scalar_type()));
   }
   return {out, lse};
 }
