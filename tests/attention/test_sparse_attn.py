@@ -173,9 +173,9 @@ def test_errors_name_the_argument():
     q, kv, idx, sink, scale, _ = random_problem(3, 2, 8, 5, 4)
     with pytest.raises(ValueError, match="'q' must be 3-D"):
         sparse_attn(q[0], kv, idx, sink, scale)
-    with pytest.raises(ValueError, match="'idx' must be"):
+    with pytest.raises(ValueError, match="sparse_attn: 'idx' must be"):
         sparse_attn(q, kv, idx.long(), sink, scale)
-    with pytest.raises(ValueError, match="'kv' must be torch.float32 like 'q'"):
+    with pytest.raises(ValueError, match="sparse_attn: 'kv' must be"):
         sparse_attn(q, kv.double(), idx, sink, scale)
     with pytest.raises(ValueError, match="'kv' must be on cpu"):
         sparse_attn(q, kv.to("meta"), idx, sink, scale)
