@@ -179,9 +179,9 @@ def test_errors_name_the_argument():
         sparse_attn(q, kv.double(), idx, sink, scale)
     with pytest.raises(ValueError, match="'kv' must be on cpu"):
         sparse_attn(q, kv.to("meta"), idx, sink, scale)
-    with pytest.raises(ValueError, match=r"'idx' values must be in \[-1, 5\), found 5"):
+    with pytest.raises(ValueError, match=r"sparse_attn: 'idx'.* values must be in \[-1, "):
         sparse_attn(q, kv, _with_first(idx, 5), sink, scale)
-    with pytest.raises(ValueError, match="'idx' values must be in .* found -2"):
+    with pytest.raises(ValueError, match=r"sparse_attn: 'idx'.* values must be in \[-1, "):
         sparse_attn(q, kv, _with_first(idx, -2), sink, scale)
     with pytest.raises(ValueError, match="'topk_length' values must be in"):
         sparse_attn(q, kv, idx, sink, scale, topk_length=torch.full((3,), 5, dtype=torch.int32))
