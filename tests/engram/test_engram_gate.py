@@ -97,6 +97,7 @@ def _bad(name):
     h, key, value, weight = _inputs(2, 4, 8, torch.float32)
     return {
         "h-rank": (lambda: ops.engram_gate(h[0, 0], key, value, weight), "'h'"),
+        "h-empty-d": (lambda: ops.engram_gate(h[..., :0], key[..., :0], value[..., :0], weight[:, :0]), "'h'"),
         "key-shape": (lambda: ops.engram_gate(h, key[:, :3], value, weight), "'key'"),
         "key-dtype": (lambda: ops.engram_gate(h, key.double(), value, weight), "'key'"),
         "value-shape": (lambda: ops.engram_gate(h, key, value[:, :4], weight), "'value'"),
@@ -106,7 +107,7 @@ def _bad(name):
     }[name]
 
 
-@pytest.mark.parametrize("name", ["h-rank", "key-shape", "key-dtype", "value-shape", "weight-shape", "mask-dtype",
+@pytest.mark.parametrize("name", ["h-rank", "h-empty-d", "key-shape", "key-dtype", "value-shape", "weight-shape", "mask-dtype",
                                   "mask-shape"])
 def test_bad_input_names_the_argument(name):
     call, arg = _bad(name)

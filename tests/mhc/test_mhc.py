@@ -205,6 +205,7 @@ def _bad(name):
     f, post, comb = torch.randn(2, 8), torch.rand(2, 4), torch.rand(2, 4, 4)
     return {
         "pre-x-rank": (lambda: ops.mhc_pre(x[0], fn, scale, base), "'x'"),
+        "pre-x-empty-d": (lambda: ops.mhc_pre(x[..., :0], fn[:, :0], scale, base), "'x'"),
         "pre-fn-shape": (lambda: ops.mhc_pre(x, fn[:-1], scale, base), "'fn'"),
         "pre-scale-shape": (lambda: ops.mhc_pre(x, fn, scale[:1], base), "'scale'"),
         "pre-base-shape": (lambda: ops.mhc_pre(x, fn, scale, base[:4]), "'base'"),
@@ -220,7 +221,7 @@ def _bad(name):
 
 
 @pytest.mark.parametrize("name", [
-    "pre-x-rank", "pre-fn-shape", "pre-scale-shape", "pre-base-shape", "pre-iters", "pre-hc-eps",
+    "pre-x-rank", "pre-x-empty-d", "pre-fn-shape", "pre-scale-shape", "pre-base-shape", "pre-iters", "pre-hc-eps",
     "post-f-dtype", "post-comb-shape", "post-post-shape", "head-fn-shape", "sinkhorn-square", "sinkhorn-int",
 ])
 def test_bad_input_names_the_argument(name):

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import sympy
 import torch
 
 # The seed of a layer's multipliers is LAYER_SEED_PRIME * layer_id (numpy.random.default_rng).
@@ -46,6 +45,8 @@ def _fail(arg: str, expected: str, got: object) -> None:
 def _bucket_primes(n_layers: int, n_orders: int, n_heads: int, vocab_size: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
     """``[layer][order][head]`` primes: each order restarts at ``vocab_size - 1`` and takes the next
     primes not used before (anywhere), so all primes are distinct. Cached: it only depends on counts."""
+    import sympy  # imported here: it adds ~0.7 s to ``import v4_ascend`` and only the layout needs it
+
     seen: set[int] = set()
     layers = []
     for _ in range(n_layers):

@@ -117,8 +117,8 @@ def engram_lookup(table, rows, scale=None, out_dtype=None):
 def check_engram_gate(h, key, value, weight, mask):
     op = "engram_gate"
     v.tensor(op, "h", h, dtypes=v.FLOAT_DTYPES)
-    if h.dim() < 2:
-        v.fail(op, "h", "[..., n, D] (at least 2-D)", f"shape {tuple(h.shape)}")
+    if h.dim() < 2 or h.shape[-1] < 1:
+        v.fail(op, "h", "[..., n, D] with D >= 1", f"shape {tuple(h.shape)}")
     lead, (n, D) = tuple(h.shape[:-2]), h.shape[-2:]
     v.tensor(op, "key", key, shape=(*lead, n, D), device=h.device)
     v.same_dtype(op, "key", key, h, "h")

@@ -38,6 +38,8 @@ def check_mhc_sinkhorn(logits, iters, eps):
 def _check_projection(op, x, fn, scale, base, mixes: int, n_scales: int):
     """Checks shared by mhc_pre and mhc_head; ``mixes`` is the number of rows of ``fn``."""
     _, n, D = x.shape
+    if n < 1 or D < 1:
+        v.fail(op, "x", "[T, n, D] with n >= 1 and D >= 1", f"shape {tuple(x.shape)}")
     v.tensor(op, "fn", fn, dtypes=v.FLOAT_DTYPES, shape=(mixes, n * D), device=x.device)
     v.tensor(op, "scale", scale, dtypes=v.FLOAT_DTYPES, shape=(n_scales,), device=x.device)
     v.tensor(op, "base", base, dtypes=v.FLOAT_DTYPES, shape=(mixes,), device=x.device)
