@@ -107,8 +107,9 @@ def _bad(name):
     }[name]
 
 
-@pytest.mark.parametrize("name", ["h-rank", "h-empty-d", "key-shape", "key-dtype", "value-shape", "weight-shape", "mask-dtype",
-                                  "mask-shape"])
+@pytest.mark.parametrize(
+    "name", ["h-rank", "h-empty-d", "key-shape", "key-dtype", "value-shape", "weight-shape", "mask-dtype", "mask-shape"]
+)
 def test_bad_input_names_the_argument(name):
     call, arg = _bad(name)
     with pytest.raises(ValueError, match=arg):

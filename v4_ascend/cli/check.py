@@ -6,7 +6,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from v4_ascend.testing import check, tolerance
+from v4_ascend.testing import cases, check
 
 
 def register(subparsers) -> None:
@@ -33,6 +33,6 @@ def run(args) -> int:
             f"{r.case} {r.error}".strip() for r in bad) + "[/red]"
         worst = max(r.max_error for r in rows)
         table.add_row(op, backend, str(dtype).removeprefix("torch."), str(len(rows)), f"{worst:.2e}",
-                      str(tolerance.TOLERANCE[dtype]), verdict)
+                      str(cases.tolerance_for(op, dtype)), verdict)
     Console().print(table)
     return 1 if failed else 0

@@ -42,7 +42,9 @@ def _fail(arg: str, expected: str, got: object) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _bucket_primes(n_layers: int, n_orders: int, n_heads: int, vocab_size: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
+def _bucket_primes(
+    n_layers: int, n_orders: int, n_heads: int, vocab_size: int
+) -> tuple[tuple[tuple[int, ...], ...], ...]:
     """``[layer][order][head]`` primes: each order restarts at ``vocab_size - 1`` and takes the next
     primes not used before (anywhere), so all primes are distinct. Cached: it only depends on counts."""
     import sympy  # imported here: it adds ~0.7 s to ``import v4_ascend`` and only the layout needs it

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils._pytree import tree_map
 
 from v4_ascend import library
 from v4_ascend.report import serving_backend
@@ -32,16 +33,30 @@ def _as_tuple(x):
     return x if isinstance(x, tuple) else (x,)
 
 
-def _compare(outputs, expected, dtype) -> tuple[float, bool]:
+def _compare(outputs, expected, dtype, tol) -> tuple[float, bool]:
     worst, passed = 0.0, True
     for actual, want in zip(_as_tuple(outputs), _as_tuple(expected)):
         actual = actual.cpu()
         worst = max(worst, tolerance.max_error(actual.to(want.dtype), want))
         try:
-            tolerance.assert_close(actual, want, dtype)
+            tolerance.assert_close(actual, want, dtype, tolerance=tol)
         except AssertionError:
             passed = False
     return worst, passed
+
+
+def _fresh(value):
+    """A private copy of every tensor, so each run starts from the same (possibly mutated) state."""
+    return tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, value)
+
+
+def _mutated(spec, args: tuple, kwargs: dict) -> tuple:
+    """The arguments the op writes to (``Tensor(a!)`` in its schema), in schema order."""
+    written = []
+    for position, argument in enumerate(spec.overload._schema.arguments):
+        if argument.alias_info is not None and argument.alias_info.is_write:
+            written.append(args[position] if position < len(args) else kwargs[argument.name])
+    return tuple(written)
 
 
 def check_op(op: str, device: str | torch.device, dtype: torch.dtype, seed: int = 0) -> list[CheckResult]:
@@ -52,9 +67,11 @@ def check_op(op: str, device: str | torch.device, dtype: torch.dtype, seed: int 
     results = []
     for case in cases.generate(op, device, dtype, seed):
         try:
-            outputs = spec.overload(*case.args, **case.kwargs)
-            expected = spec.reference(*tolerance.upcast(case.args), **tolerance.upcast(case.kwargs))
-            worst, passed = _compare(outputs, expected, dtype)
+            args, kwargs = _fresh(case.args), _fresh(case.kwargs)
+            ref_args, ref_kwargs = tolerance.upcast(_fresh(case.args)), tolerance.upcast(_fresh(case.kwargs))
+            outputs = _as_tuple(spec.overload(*args, **kwargs)) + _mutated(spec, args, kwargs)
+            expected = _as_tuple(spec.reference(*ref_args, **ref_kwargs)) + _mutated(spec, ref_args, ref_kwargs)
+            worst, passed = _compare(outputs, expected, dtype, cases.tolerance_for(op, dtype))
             results.append(CheckResult(op, backend, device.type, dtype, case.name, worst, passed))
         except Exception as error:  # a crash is a failed check, reported with its message
             message = f"{type(error).__name__}: {error}"

@@ -50,7 +50,9 @@ def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float(diff.max()) if diff.numel() else 0.0
 
 
-def assert_close(actual, expected, dtype: torch.dtype, name: str = "output") -> None:
+def assert_close(
+    actual, expected, dtype: torch.dtype, name: str = "output", tolerance: tuple[float, float] | None = None
+) -> None:
     """Exact for integer and quantised tensors (their bit patterns), per-dtype atol/rtol for floating ones."""
     actual, expected = actual.detach().cpu(), expected.detach().cpu()
     if expected.dtype in QUANTISED_DTYPES:
@@ -58,7 +60,7 @@ def assert_close(actual, expected, dtype: torch.dtype, name: str = "output") -> 
     if not expected.is_floating_point():
         torch.testing.assert_close(actual, expected, atol=0, rtol=0, msg=lambda m: f"{name}: {m}")
         return
-    atol, rtol = TOLERANCE[dtype]
+    atol, rtol = tolerance or TOLERANCE[dtype]
     torch.testing.assert_close(
         actual.to(expected.dtype), expected, atol=atol, rtol=rtol, equal_nan=True, msg=lambda m: f"{name}: {m}"
     )

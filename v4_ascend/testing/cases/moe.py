@@ -117,7 +117,10 @@ def _expert_weights(fmt, E, inter, D, dtype, device, gen):
     return (*[q for q, _ in pairs], *[s for _, s in pairs])
 
 
-@register("moe_ffn")
+# A bf16/fp16 run rounds the activations between the expert GEMMs and FP8-quantises them for
+# quantised experts, so one flipped FP8 code moves an output by a quantisation step (~2 % of its
+# magnitude) against the fp32 reference; the relative-L2 error stays ~1e-2 (bf16) / ~5e-3 (fp16).
+@register("moe_ffn", tolerance={torch.bfloat16: (1.5e-1, 5e-2), torch.float16: (6e-2, 2e-2)})
 def moe_ffn_cases(device, dtype, gen):
     cases = []
     T, D, E, inter, k = 12, 128, 8, 128, 3
