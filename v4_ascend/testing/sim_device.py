@@ -88,6 +88,10 @@ class SimTensor(torch.Tensor):
     def __repr__(self) -> str:
         return f"SimTensor({self.host!r}, device='{_device}')"
 
+    def tolist(self):
+        """Host values, as ``.tolist()`` gives on a real device (PyTorch refuses it on wrapper subclasses)."""
+        return self.host.tolist()
+
     __torch_function__ = torch._C._disabled_torch_function_impl
 
     @classmethod
