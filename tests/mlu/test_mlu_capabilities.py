@@ -75,3 +75,22 @@ def test_heads_per_single_query_call_follow_the_documented_limit():
     assert caps.sqcka_heads_per_call(torch.float16) == 128
     assert caps.sqcka_heads_per_call(torch.float32) == 128
     assert caps.sqcka_heads_per_call(torch.bfloat16) == 256
+
+
+def test_cambricon_docs_route_table_matches_the_capability_table():
+    """docs/cambricon.md's route table names every op with its tmo ops; ops with MLU kernels are in bold."""
+    from pathlib import Path
+
+    from v4_ascend.backends.mlu import kernels, tmo
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cambricon.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| `")}
+    documented = {op.strip(" `") for cell in rows for op in cell.split(",")}
+    assert documented >= set(caps.TABLE) - {"moe_ffn"} and any(cell.startswith("`moe_ffn`") for cell in rows)
+    for op, cap in caps.TABLE.items():
+        line = next(line for cell, line in rows.items() if f"`{op}`" in cell)
+        assert all(f"`{name}" in line for name in cap.vendor_ops), op
+        has_kernel = op in library.ops() and kernels.TABLE.routes()[op].served
+        assert ("**tmo**" in line) == has_kernel, op
+    for name, versions in tmo.SUPPORTED.items():
+        assert all(f"**{v}" in text for v in versions), name
