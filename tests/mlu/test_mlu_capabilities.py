@@ -48,6 +48,11 @@ def test_supported_arches_route_to_tmo_or_say_why_not(arch):
             assert route.reason.startswith(f"{op}: not supported by tmo because ")
 
 
+def test_an_unknown_arch_gets_the_tmo_routes_and_says_so():
+    assert caps.route("grouped_gemm", caps.UNKNOWN).reason.startswith("device arch unknown, mtp_592 routes assumed; ")
+    assert not caps.route("grouped_gemm", "mtp_592").reason.startswith("device arch unknown")
+
+
 def test_routes_name_the_v4_specific_conditions():
     assert "input_ids, tid2eid" in caps.TABLE["moe_route"].route and "route_scale" in caps.TABLE["moe_route"].route
     assert "rope_at_front=False" in caps.TABLE["indexer_topk"].route

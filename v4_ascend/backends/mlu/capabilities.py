@@ -12,6 +12,7 @@ the CPU).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -177,9 +178,13 @@ def arch_from_name(name: str | None) -> str:
 def device_arch(device: torch.device) -> str:
     """The arch of an ``mlu`` device, from ``torch.mlu.get_device_name`` (``unknown`` where absent)."""
     get_name = getattr(getattr(torch, "mlu", None), "get_device_name", None)
-    if get_name is None:
-        return UNKNOWN
-    return arch_from_name(get_name(device.index or 0))
+    return UNKNOWN if get_name is None else _named_arch(get_name, device.index or 0)
+
+
+@functools.cache
+def _named_arch(get_name, index: int) -> str:
+    """Cached per device: kernels ask on every call."""
+    return arch_from_name(get_name(index))
 
 
 def served_on(arch: str) -> bool:
@@ -195,7 +200,8 @@ def route(op: str, arch: str) -> Route:
     if not cap.uses_tmo:
         return Route(COMPOSITION, f"{op}: not supported by tmo because {cap.why}")
     limits = f"; limits: {cap.limits}" if cap.limits else ""
-    return Route(f"torch_mlu_ops: {cap.route}", f"{cap.why}{limits}")
+    assumed = "device arch unknown, mtp_592 routes assumed; " if arch == UNKNOWN else ""
+    return Route(f"torch_mlu_ops: {cap.route}", f"{assumed}{cap.why}{limits}")
 
 
 def table() -> dict[str, dict[str, Route]]:

@@ -74,7 +74,7 @@ def _block_table(idx, length):
     valid = idx >= 0
     if length is not None:
         valid &= torch.arange(idx.shape[1], device=idx.device) < length[:, None]
-    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)
+    order = torch.argsort((~valid).to(torch.int32), dim=1, stable=True)
     # Slots past a row's count are never read; 0 keeps them inside the pool.
     table = torch.gather(idx, 1, order).clamp(min=0).to(torch.int32)
     return table, valid.sum(dim=1, dtype=torch.int32)
