@@ -180,3 +180,14 @@ def test_contract_mlu370_runs_the_reference_composition_on_the_device(tmo_double
     for case in cases.generate(op, MLU, torch.float32, seed):
         _assert_matches_reference(getattr(ops, op), reference, case.args, torch.float32, case.kwargs)
     assert sum(tmo_double.calls.values()) == 0
+
+
+@pytest.mark.parametrize("op", ["sparse_attn", "grouped_gemm", "grouped_gemm_masked"])
+def test_contract_mlu_kernels_leave_their_inputs_unchanged(tmo_double, mlu_arch, op, seed):
+    """The schemas declare no mutation: the kernels (and the tmo calls they make) must not write inputs."""
+    for case in cases.generate(op, MLU, torch.bfloat16, seed):
+        inputs = [x for x in (*case.args, *case.kwargs.values()) if isinstance(x, torch.Tensor)]
+        before = [x.cpu().clone() for x in inputs]
+        getattr(ops, op)(*case.args, **case.kwargs)
+        assert all(torch.equal(x.cpu(), b) for x, b in zip(inputs, before)), case.name
+    assert sum(tmo_double.calls.values()) > 0
