@@ -22,6 +22,7 @@ class ReportRow:
     kernel: str
     backend: str
     why_not_others: tuple[str, ...]
+    reason: str = ""  # why the serving backend's route is right (its limits), when it says
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class BackendReport:
         lines += [f"  not loaded: {name}: {why}" for name, why in self.skipped.items()]
         for row in self.rows:
             lines.append(f"{row.op:<22} {row.device:<5} {row.backend:<10} {row.kernel}")
+            if row.reason:
+                lines.append(f"{'':<29} because {row.reason}")
             lines += [f"{'':<29} not {why}" for why in row.why_not_others]
         return "\n".join(lines)
 
@@ -86,5 +89,6 @@ def backend_report() -> BackendReport:
                     others.append(f"{name}: {skipped[name]}")
                 else:
                     others.append(f"{name}: {backend.routes()[op].reason}")
-            rows.append(ReportRow(op, device, kernel, serving, tuple(others)))
+            reason = backends.module(serving).routes()[op].reason if serving in backends.loaded() else ""
+            rows.append(ReportRow(op, device, kernel, serving, tuple(others), reason))
     return BackendReport(backends.requested(), backends.loaded(), skipped, tuple(rows))

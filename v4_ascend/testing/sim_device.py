@@ -89,7 +89,7 @@ class SimTensor(torch.Tensor):
         return f"SimTensor({self.host!r}, device='{_device}')"
 
     def tolist(self):
-        # Tensor.tolist is not dispatched; a real device copies to the host here too.
+        """Host values, as ``.tolist()`` gives on a real device (PyTorch refuses it on wrapper subclasses)."""
         return self.host.tolist()
 
     __torch_function__ = torch._C._disabled_torch_function_impl
@@ -112,6 +112,8 @@ def _to_device(x):
 
 def _run_on_host(func, args, kwargs):
     device = kwargs.get("device")
+    # A copy to the CPU (``.cpu()``, ``.to("cpu")``) leaves the device: its result is a plain host tensor.
+    leaves_device = isinstance(device, torch.device) and device.type == "cpu"
     if isinstance(device, torch.device) and device.type == _device.type:
         kwargs = dict(kwargs, device=torch.device("cpu"))
     out = func(*tree_map(_to_host, args), **tree_map(_to_host, kwargs))
@@ -125,7 +127,7 @@ def _run_on_host(func, args, kwargs):
                     and s.alias_info is not None and s.alias_info.is_write]
         if len(func._schema.returns) == 1 and len(written) == 1:
             return written[0]
-    return tree_map(_to_device, out)
+    return out if leaves_device else tree_map(_to_device, out)
 
 
 def _factory_ops():
