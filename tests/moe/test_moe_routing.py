@@ -157,6 +157,9 @@ def test_dispatch_combine_gradcheck_and_errors():
     y = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
     w = torch.rand(5, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: ops.moe_combine(a, slots, b), (y, w))
+    poisoned = y.detach().clone()
+    poisoned[slots < 0] = float("nan")  # rows of dropped slots never reach the output
+    assert torch.isfinite(ops.moe_combine(poisoned, slots, w.detach())).all()
     with pytest.raises(ValueError, match="'idx'"):
         ops.moe_dispatch(x.detach(), idx.clamp(max=2) + 1, 3)
     with pytest.raises(ValueError, match="'idx'"):

@@ -178,6 +178,8 @@ def test_fp4_ties_round_to_even_and_packing_order():
 
 
 def test_fp4_scale_and_amax_floor():
+    # The floor keeps amax/6 a normal float; any lower floor would give the same 2**-126 through the
+    # exponent rule, but none at all gives a zero scale (and NaN codes) for an all-zero block.
     x = torch.zeros(3, 32)
     x[0, 0] = 7.0  # 7/6 -> scale 2, 7/2 = 3.5 ties to 4 (code 6)
     x[1, 1] = 2.0**-127  # subnormal, below the floor 6*2**-126: scale 2**-126, value 0.5 (code 1)

@@ -149,11 +149,10 @@ def combine_accumulate(y, slots, weights):
     k = weights.shape[1]
     v.index_range("moe_combine", "slots", slots, T * k, allow_invalid=True)
     acc = accumulation_dtype(y.dtype)
-    valid = slots >= 0
-    flat = slots.long().clamp(min=0)
-    row_weight = weights.to(acc).flatten()[flat].where(valid, 0) if T * k else y.new_zeros(y.shape[0], dtype=acc)
-    contrib = y.to(acc).where(valid[:, None], 0) * row_weight[:, None]
-    return torch.zeros(T, N, dtype=acc, device=y.device).index_add(0, flat // max(k, 1), contrib)
+    keep = (slots >= 0).nonzero().squeeze(1)
+    slot = slots.index_select(0, keep).long()
+    contrib = y.index_select(0, keep).to(acc) * weights.to(acc).flatten()[slot][:, None]
+    return torch.zeros(T, N, dtype=acc, device=y.device).index_add(0, slot // max(k, 1), contrib)
 
 
 def moe_combine(y, slots, weights):

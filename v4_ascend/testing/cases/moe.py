@@ -124,7 +124,10 @@ def _expert_weights(fmt, E, inter, D, dtype, device, gen):
 def moe_ffn_cases(device, dtype, gen):
     cases = []
     T, D, E, inter, k = 12, 128, 8, 128, 3
-    for fmt in ("float", "fp8", "fp4"):
+    # Quantised weights only in fp32: with bf16/fp16 inputs V4 rounds the GEMM outputs to that dtype and
+    # re-quantises them to FP8 before the next GEMM, so the distance to the fp32 reference is set by FP8
+    # code flips (~5e-2), not by the kernel under test.
+    for fmt in ("float", "fp8", "fp4") if dtype == torch.float32 else ("float",):
         x = randn(T, D, dtype=dtype, device=device, gen=gen)
         gate = randn(E, D, dtype=torch.float32, device=device, gen=gen, scale=D**-0.5)
         bias = randn(E, dtype=torch.float32, device=device, gen=gen, scale=0.1)
@@ -137,8 +140,8 @@ def moe_ffn_cases(device, dtype, gen):
     V = 40
     tid2eid = torch.stack([torch.randperm(E, generator=gen)[:k] for _ in range(V)]).to(torch.int32).to(device)
     token_ids = randint(0, V, (T,), dtype=torch.int64, device=device, gen=gen)
-    x = randn(T, 32, dtype=dtype, device=device, gen=gen)
-    gate = randn(E, 32, dtype=torch.float32, device=device, gen=gen)
-    w1, w3, w2, *_ = _expert_weights("float", E, 48, 32, dtype, device, gen)
-    cases.append(Case("hash-routed-no-shared", (x, gate, w1, w3, w2, k, 2.5, None, token_ids, tid2eid)))
+    x = randn(T, 64, dtype=dtype, device=device, gen=gen)
+    gate = randn(E, 64, dtype=torch.float32, device=device, gen=gen)
+    w1, w3, w2, *_ = _expert_weights("float", E, 96, 64, dtype, device, gen)
+    cases.append(Case("hash-routed-no-shared", (x, gate, w1, w3, w2, k, 1.5, None, token_ids, tid2eid)))
     return cases
