@@ -88,6 +88,9 @@ class SimTensor(torch.Tensor):
     def __repr__(self) -> str:
         return f"SimTensor({self.host!r}, device='{_device}')"
 
+    def tolist(self):
+        return self.host.tolist()  # torch refuses tolist() on wrapper subclasses; a device read does this
+
     __torch_function__ = torch._C._disabled_torch_function_impl
 
     @classmethod
@@ -111,6 +114,8 @@ def _run_on_host(func, args, kwargs):
     if isinstance(device, torch.device) and device.type == _device.type:
         kwargs = dict(kwargs, device=torch.device("cpu"))
     out = func(*tree_map(_to_host, args), **tree_map(_to_host, kwargs))
+    if isinstance(device, torch.device) and device.type == "cpu":
+        return out  # an explicit transfer to the host (``.cpu()``, ``.to("cpu")``) leaves the device
     if func._schema.is_mutable:
         written = [
             arg

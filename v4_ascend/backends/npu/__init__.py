@@ -27,4 +27,4 @@ def register() -> None:
 def routes() -> dict[str, Route]:
     from v4_ascend.backends.npu import kernels
 
-    return kernels.TABLE.routes()
+    return kernels.routes()
