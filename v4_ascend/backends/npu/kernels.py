@@ -15,12 +15,14 @@ import torch_npu
 
 from v4_ascend import _validation as v
 from v4_ascend.backends.base import KernelTable, Route
-from v4_ascend.backends.npu import capabilities
+from v4_ascend.backends.npu import capabilities, load_native
 from v4_ascend.backends.npu.capabilities import Decision, Soc
 from v4_ascend.reference import moe as moe_ref
 
 TABLE = KernelTable("PrivateUse1")
 VENDOR_VERSION = str(getattr(torch_npu, "__version__", "unknown"))
+# The C++ glue's two-stage aclnnGroupedMatmulV4 call replaces the Python torch_npu call when built.
+NATIVE_GMM = load_native() is not None
 
 _fallbacks: Counter = Counter()
 
@@ -43,14 +45,17 @@ def _on_device_reference(op: str, reason: str, reference, *args):
 
 def _description(op: str, how: str) -> str:
     entry = capabilities.route(op)
+    via = "_C_npu aclnnGroupedMatmulV4 glue" if NATIVE_GMM else f"torch_npu {VENDOR_VERSION}"
     return (
-        f"{entry.vendor_op} (torch_npu {VENDOR_VERSION}; {how}); outside its limits ({entry.limits}) or on a SoC "
+        f"{entry.vendor_op} (via {via}; {how}); outside its limits ({entry.limits}) or on a SoC "
         f"without it, the reference composition runs on the device"
     )
 
 
 def _grouped_matmul(x: torch.Tensor, w: torch.Tensor, group_ends: torch.Tensor) -> torch.Tensor:
     """``y[r] = x[r] @ w[g(r)].T`` over M-axis groups; ``group_ends`` int64 cumulative, last == rows of x."""
+    if NATIVE_GMM:
+        return torch.ops.v4_ascend._npu_grouped_matmul(x, w, group_ends)
     (y,) = torch_npu.npu_grouped_matmul(
         [x],
         [w.transpose(1, 2)],  # [G, K, N] as a transposed view: documented as supported, no copy
