@@ -17,7 +17,8 @@ at::Tensor grouped_matmul(const at::Tensor& x, const at::Tensor& w, const at::Te
   TORCH_CHECK(group_ends.scalar_type() == at::kLong && group_ends.dim() == 1 && group_ends.size(0) == w.size(0),
               "_npu_grouped_matmul: group_ends must be int64 [G]");
   at::Tensor y = at::empty({x.size(0), w.size(1)}, x.options());
-  const std::vector<at::Tensor> xs{x}, weights{w.transpose(1, 2)}, ys{y};
+  // x may not be transposed; the weight is the transposed view of a contiguous [G, N, K].
+  const std::vector<at::Tensor> xs{x.contiguous()}, weights{w.contiguous().transpose(1, 2)}, ys{y};
   const at::TensorList none;
   const int64_t split_item = 3, group_type = 0, group_list_type = 0, act_type = 0;
   // x, weight, bias, scale, offset, antiquant_scale, antiquant_offset, per_token_scale, group_list,

@@ -80,6 +80,17 @@ def test_contract_grouped_gemm_passes_offsets_as_int64_cumulative_group_list(dou
     assert torch.equal(y.cpu()[sum(counts):], torch.zeros(pad, N, dtype=dtype)), "rows past offsets[-1] are zero"
 
 
+def test_contract_grouped_gemm_strided_inputs_reach_the_vendor_in_a_documented_layout(double, device):
+    counts, K, N = [5, 0, 7], 24, 16
+    x_wide = torch.randn(12, 2 * K).to(device)
+    w_kn = (torch.randn(3, K, N) * K**-0.5).to(device)
+    x, w = x_wide[:, ::2], w_kn.transpose(1, 2)  # strided x, w [G, N, K] that is not contiguous
+    offsets = torch.tensor(counts).cumsum(0).to(torch.int32).to(device)
+    y = ops.grouped_gemm(x, w, offsets)
+    assert double.last_kwargs["npu_grouped_matmul"]["weight_transposed"]
+    tolerance.assert_close(y.cpu(), _per_row_oracle(x, w, counts, 12).float(), torch.float32)
+
+
 def test_contract_grouped_gemm_all_groups_empty_makes_no_vendor_call(double, device):
     x, w, offsets = _grouped_inputs([0, 0, 0], 5, 16, 8, torch.bfloat16, device)
     before = double.calls["npu_grouped_matmul"]

@@ -54,11 +54,14 @@ def _description(op: str, how: str) -> str:
 
 def _grouped_matmul(x: torch.Tensor, w: torch.Tensor, group_ends: torch.Tensor) -> torch.Tensor:
     """``y[r] = x[r] @ w[g(r)].T`` over M-axis groups; ``group_ends`` int64 cumulative, last == rows of x."""
+    # x may not be transposed; the weight goes in as the transposed view of a contiguous [G, N, K]
+    # (documented as supported), so only inputs that arrive strided are copied.
+    x, w = x.contiguous(), w.contiguous()
     if NATIVE_GMM:
         return torch.ops.v4_ascend._npu_grouped_matmul(x, w, group_ends)
     (y,) = torch_npu.npu_grouped_matmul(
         [x],
-        [w.transpose(1, 2)],  # [G, K, N] as a transposed view: documented as supported, no copy
+        [w.transpose(1, 2)],
         group_list=group_ends,
         split_item=3,  # 2 or 3: a single output tensor
         group_type=0,  # groups along M
