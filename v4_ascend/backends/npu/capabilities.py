@@ -286,6 +286,6 @@ def markdown_table() -> str:
     for entry in _ROUTES:
         cells = [entry.decision_on(soc).value for soc in ALL_SOCS]
         vendor = f"`{entry.vendor_op}`" if entry.vendor_op else "none"
-        why = entry.why + (f" Limits: {entry.limits}." if entry.limits else "")
+        why = entry.why + "." + (f" Limits: {entry.limits}." if entry.limits else "")
         lines.append(f"| `{entry.op}` | {vendor} | " + " | ".join(cells) + f" | {why} |")
     return "\n".join(lines)
