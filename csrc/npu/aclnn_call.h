@@ -37,7 +37,10 @@ void aclnn_call(const char* api, const Args&... args) {
         return reinterpret_cast<WorkspaceFn>(workspace_fn)(acl_args..., &workspace_size, &executor);
       },
       converted);
-  TORCH_CHECK(status == 0, "v4_ascend: ", workspace_api, " failed with status ", status);
+  if (status != 0) {
+    ReleaseConvertTypes(converted);
+    TORCH_CHECK(false, "v4_ascend: ", workspace_api, " failed with status ", status);
+  }
 
   const c10_npu::NPUStream npu_stream = c10_npu::getCurrentNPUStream();
   // The caching allocator orders blocks by stream, so the workspace may be released once enqueued.
