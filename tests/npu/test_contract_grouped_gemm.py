@@ -13,6 +13,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from v4_ascend import backends, ops
 from v4_ascend.testing import tolerance
@@ -89,6 +91,16 @@ def test_contract_grouped_gemm_strided_inputs_reach_the_vendor_in_a_documented_l
     y = ops.grouped_gemm(x, w, offsets)
     assert double.last_kwargs["npu_grouped_matmul"]["weight_transposed"]
     tolerance.assert_close(y.cpu(), _per_row_oracle(x, w, counts, 12).float(), torch.float32)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(counts=st.lists(st.integers(0, 5), min_size=1, max_size=6), pad=st.integers(0, 3))
+def test_contract_grouped_gemm_property_any_group_sizes(double, device, counts, pad):
+    x, w, offsets = _grouped_inputs(counts, pad, 8, 5, torch.float32, device)
+    before = double.calls["npu_grouped_matmul"]
+    y = ops.grouped_gemm(x, w, offsets)
+    assert double.calls["npu_grouped_matmul"] == before + (1 if sum(counts) else 0)
+    tolerance.assert_close(y.cpu(), _per_row_oracle(x, w, counts, x.shape[0]).float(), torch.float32)
 
 
 def test_contract_grouped_gemm_all_groups_empty_makes_no_vendor_call(double, device):
