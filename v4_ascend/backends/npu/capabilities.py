@@ -157,9 +157,9 @@ _ROUTES = (
         "torch_npu.npu_lightning_indexer",
         ALL_SOCS,
         Decision.REFERENCE,
-        "no ratio argument: V4 visibility i < (q_pos + 1) // ratio would have to be expressed through "
-        "per-query key lengths, which sparse_mode=3 (right-down causal) does not give per token; the "
-        "tie order (lower index first) is not documented",
+        "no ratio argument: V4 visibility i < (q_pos + 1) // ratio would need per-query key lengths, while "
+        "sparse_mode=3 (right-down causal) aligns query and key positions 1:1, not 1:ratio (unverified on "
+        "hardware); the tie order (lower index first) is not documented",
     ),
     OpRoute(
         "engram_hash",
@@ -247,7 +247,7 @@ _ROUTES = (
         (Soc.A5,),
         Decision.REFERENCE,
         "V4 scales are UE8M0 (power-of-two) per 128-element block with V4's rounding rule; the vendor dynamic "
-        "quant uses fp32 per-token scales (A2/A3 have no FP8 storage, 950 has MXFP8 with its own block rule)",
+        "quant uses fp32 per-token scales (A2/A3 cubes have no FP8; 950's MXFP8 has its own block rule)",
     ),
     OpRoute(
         "fp4_quant",
