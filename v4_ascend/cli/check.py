@@ -18,6 +18,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    npu = torch.device(args.device).type == "npu"
+    if npu:  # before any NPU work: torch_npu must not fall back to the CPU silently
+        from v4_ascend.backends.npu import kit
+
+        ops = [arg for op in args.op or () for arg in ("--op", op)]
+        kit.ensure_cpu_fallback_disabled(["check", "--device", args.device, "--seed", str(args.seed), *ops])
     results = check.check_all(args.device, args.op, args.seed)
     table = Table(title=f"kernel vs reference on {args.device} (torch {torch.__version__}, seed {args.seed})")
     for column in ("op", "backend", "dtype", "cases", "max |error|", "tolerance (atol, rtol)", "result"):
@@ -34,5 +40,9 @@ def run(args) -> int:
         worst = max(r.max_error for r in rows)
         table.add_row(op, backend, str(dtype).removeprefix("torch."), str(len(rows)), f"{worst:.2e}",
                       str(cases.tolerance_for(op, dtype)), verdict)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if npu:
+        for line in kit.summary_lines():
+            console.print(line)
     return 1 if failed else 0

@@ -112,11 +112,11 @@ def _to_device(x):
 
 def _run_on_host(func, args, kwargs):
     device = kwargs.get("device")
-    # A copy to the CPU (``.cpu()``, ``.to("cpu")``) leaves the device: its result is a plain host tensor.
-    leaves_device = isinstance(device, torch.device) and device.type == "cpu"
     if isinstance(device, torch.device) and device.type == _device.type:
         kwargs = dict(kwargs, device=torch.device("cpu"))
     out = func(*tree_map(_to_host, args), **tree_map(_to_host, kwargs))
+    if isinstance(device, torch.device) and device.type == "cpu":
+        return out  # an explicit transfer to the host (``.cpu()``, ``.to("cpu")``) leaves the device
     if func._schema.is_mutable:
         written = [
             arg
