@@ -127,7 +127,7 @@ def _run_on_host(func, args, kwargs):
                     and s.alias_info is not None and s.alias_info.is_write]
         if len(func._schema.returns) == 1 and len(written) == 1:
             return written[0]
-    return out if leaves_device else tree_map(_to_device, out)
+    return tree_map(_to_device, out)
 
 
 def _factory_ops():
