@@ -249,17 +249,16 @@ def fp8_weight_fake_quant(w, block=128):
 
 # ---- Hadamard rotation -----------------------------------------------------------------------------
 
-def sylvester_hadamard(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
-    """The ``n x n`` Sylvester Walsh-Hadamard matrix of +-1 (``n`` a power of two), unnormalised."""
-    h = torch.ones(1, 1, dtype=dtype, device=device)
-    while h.shape[0] < n:
-        h = torch.cat((torch.cat((h, h), 1), torch.cat((h, -h), 1)), 0)
-    return h
-
-
 def hadamard_rotate(x):
+    # Butterflies rather than a matmul: each row's result is independent of how many rows are
+    # rotated together, so prefill and decode quantise indexer keys identically.
     check_hadamard(x)
     n = x.shape[-1]
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    h = sylvester_hadamard(n, acc, x.device) * (1.0 / math.sqrt(n))
-    return (x.to(acc) @ h).to(x.dtype)
+    y = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    half = 1
+    while half < n:
+        pairs = y.unflatten(-1, (n // (2 * half), 2, half))
+        a, b = pairs[..., 0, :], pairs[..., 1, :]
+        y = torch.stack((a + b, a - b), dim=-2).flatten(-3)
+        half *= 2
+    return (y * (1.0 / math.sqrt(n))).to(x.dtype)
