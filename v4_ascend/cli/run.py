@@ -128,8 +128,8 @@ def run(args) -> int:
     if args.profile_steps:
         _print_breakdown(model, cache, generated[:, -1], args.profile_steps, console)
     if args.verify:
-        console.print(f"verify: max |cached decode - full recompute| over all generated logits = "
-                      f"{_verify(model, prompts, generated, steps):.3e}")
+        console.print(f"verify: max |cached - recomputed logits| = {_verify(model, prompts, generated, steps):.3e}",
+                      soft_wrap=True)
     return 0
 
 
