@@ -44,6 +44,8 @@ def register(subparsers) -> None:
                         help="compute dtype (default float32: CPU bf16 GEMMs are ~10x slower; V4 serves in bfloat16)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice; 1 avoids "
+                                                    "OpenMP oversubscription on a busy machine)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompts, the tiny weights and sampling")
     parser.add_argument("--profile-steps", type=int, default=4, help="extra decode steps profiled per op (0: none)")
     parser.add_argument("--verify", action="store_true",
@@ -90,13 +92,16 @@ def _load(args, console: Console) -> Transformer:
         source = str(args.checkpoint)
     console.print(f"loaded {source} in {time.perf_counter() - start:.2f} s: {model.config.n_layers} layers, "
                   f"ratios {list(model.config.compress_ratios[: model.config.n_layers])}, dtype {args.dtype}, "
-                  f"device {args.device}, backends {list(backends.loaded()) or ['reference']}")
+                  f"device {args.device}, backends {list(backends.loaded()) or ['reference']}, "
+                  f"{torch.get_num_threads()} threads")
     return model
 
 
 def run(args) -> int:
     if min(args.batch, args.max_new, args.chunk) < 1 or args.prompt_len < 1 or args.profile_steps < 0:
         raise SystemExit("--batch, --max-new, --chunk and --prompt-len must be >= 1, --profile-steps >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     console = Console()
     model = _load(args, console)
     prompts = _prompts(args, model.config.vocab_size)
