@@ -90,3 +90,44 @@ def test_bf16_model_tracks_fp32(tiny_checkpoint, seed):
     assert torch.isfinite(logits[torch.bfloat16]).all()
     cosine = torch.nn.functional.cosine_similarity(logits[torch.float32], logits[torch.bfloat16], dim=-1)
     assert cosine.item() > 0.9
+
+
+def _mtp_all(model, sequences, chunk):
+    """MTP draft logits of every position t < len-1 (inputs: streams at t, token t+1), fed in chunks."""
+    cache = model.new_cache(len(sequences), 32)
+    drafts = [[] for _ in sequences]
+    done = [0] * len(sequences)
+    while any(d < len(s) - 1 for d, s in zip(done, sequences)):
+        pieces = [s[d: min(d + chunk, len(s) - 1)] for d, s in zip(done, sequences)]
+        nexts = [s[d + 1: d + 1 + len(p)] for d, s, p in zip(done, sequences, pieces)]
+        lens = [len(p) for p in pieces]
+        h = model.hidden(torch.cat(pieces), lens, cache)
+        logits = model.mtp_logits(h, torch.cat(nexts), lens, cache).split(lens)
+        for b, rows in enumerate(logits):
+            drafts[b].append(rows)
+            done[b] += lens[b]
+    assert cache.mtp_layers[0].lengths.tolist() == [len(s) - 1 for s in sequences]
+    return [torch.cat(rows) for rows in drafts]
+
+
+def test_mtp_draft_is_chunking_invariant(model64, seed):
+    gen = torch.Generator().manual_seed(seed)
+    sequences = [torch.randint(0, TINY.vocab_size, (n,), generator=gen) for n in (6, 19)]
+    whole = _mtp_all(model64, sequences, chunk=64)
+    stepwise = _mtp_all(model64, sequences, chunk=1)  # decode-style, one position per call
+    for a, b in zip(whole, stepwise):
+        assert a.shape == (a.shape[0], TINY.vocab_size) and torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, atol=TOL, rtol=TOL)
+
+
+def test_mtp_depends_on_the_next_token(model64, seed):
+    gen = torch.Generator().manual_seed(seed)
+    sequence = torch.randint(0, TINY.vocab_size, (10,), generator=gen)
+    other = sequence.clone()
+    other[-1] = (other[-1] + 1) % TINY.vocab_size  # only the last position's next token changes
+    a, b = _mtp_all(model64, [sequence, other], chunk=4)
+    torch.testing.assert_close(a[:-1], b[:-1], atol=TOL, rtol=TOL)
+    assert (a[-1] - b[-1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="'depth'"):
+        model64.mtp_logits(torch.zeros(1, 4, TINY.dim, dtype=torch.float64), sequence[:1], [1, 0],
+                           model64.new_cache(2, 8), depth=1)

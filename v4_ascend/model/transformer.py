@@ -9,8 +9,9 @@ streams with ``mhc_head``, applies the final norm and the LM head in fp32.
 Tokens are token-flattened as in :mod:`v4_ascend.layers.attention`: ``tokens [S_total]`` holds
 ``seq_lens[b]`` new tokens of each sequence ``b`` of a :class:`ModelCache`, which continues at
 ``cache.lengths[b]``; the same :meth:`Transformer.forward` serves chunked prefill and decode.
-The MTP block(s) of a checkpoint are validated and loaded but not run (greedy/sampled decoding does
-not need the draft head).
+The MTP block(s) (§8) are available as a draft head: :meth:`Transformer.mtp_logits` maps the backbone
+streams of position ``t`` (:meth:`Transformer.hidden`) and the token at ``t + 1`` to logits for ``t + 2``,
+with its own SWA cache in the :class:`ModelCache`. Plain generation does not use it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,19 @@ class EngramWeights:
 
 
 @dataclass
+class MtpWeights:
+    """One MTP block: ``e_proj``/``h_proj [D, D]``, their input norms, the block, its head mix and norm."""
+
+    e_proj: torch.Tensor
+    h_proj: torch.Tensor
+    enorm: torch.Tensor
+    hnorm: torch.Tensor
+    norm: torch.Tensor
+    hc_head: MhcWeights
+    block: BlockWeights
+
+
+@dataclass
 class BlockWeights:
     attn_norm: torch.Tensor
     ffn_norm: torch.Tensor
@@ -91,6 +105,8 @@ class ModelCache:
         self.config = config
         self.layers = [AttentionCache(config, config.layer_ratio(layer), batch, max_len, dtype, device)
                        for layer in range(config.n_layers)]
+        self.mtp_layers = [AttentionCache(config, config.layer_ratio(config.n_layers + j), batch, max_len, dtype,
+                                          device) for j in range(config.n_mtp_layers)]
         # last N-1 compressed token ids of each sequence (oldest first), for the Engram hash
         self.engram_history = torch.full((batch, max(config.engram_max_ngram_size - 1, 0)),
                                          config.engram_pad_token_id, dtype=torch.int64, device=device)
@@ -110,7 +126,7 @@ class ModelCache:
 
     def reset(self, sequence: int | None = None) -> None:
         """Forget one sequence (or all)."""
-        for layer in self.layers:
+        for layer in self.layers + self.mtp_layers:
             layer.reset(sequence)
         rows = slice(None) if sequence is None else slice(sequence, sequence + 1)
         self.engram_history[rows] = self.config.engram_pad_token_id
@@ -129,7 +145,7 @@ class Transformer:
     def __init__(self, config: ModelConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtype = torch.bfloat16,
                  device: torch.device | str = "cpu", token_map: torch.Tensor | None = None):
         self.config, self.dtype, self.device = config, dtype, torch.device(device)
-        t = {name: tensor.to(self.device) for name, tensor in tensors.items() if not name.startswith("mtp.")}
+        t = {name: tensor.to(self.device) for name, tensor in tensors.items()}
         self.embed = t["embed.weight"].to(dtype)
         self.head = t["head.weight"]
         self.norm = t["norm.weight"].to(dtype)
@@ -143,7 +159,9 @@ class Transformer:
                 raise ValueError("Transformer: an Engram model needs 'token_map' (raw -> compressed ids) unless "
                                  "engram_compressed_vocab_size == vocab_size")
         self.token_map = None if token_map is None else token_map.to(self.device, torch.int64)
-        self.blocks = [self._block(t, layer, layouts.get(layer)) for layer in range(config.n_layers)]
+        self.blocks = [self._block(t, f"layers.{layer}.", layer, layouts.get(layer))
+                       for layer in range(config.n_layers)]
+        self.mtp = [self._mtp(t, j) for j in range(config.n_mtp_layers)]
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path, dtype: torch.dtype = torch.bfloat16,
@@ -152,8 +170,14 @@ class Transformer:
         config, tensors = load_checkpoint(directory, dtype=dtype)
         return cls(config, tensors, dtype, device)
 
-    def _block(self, t: dict[str, torch.Tensor], layer: int, layout) -> BlockWeights:
-        p = f"layers.{layer}."
+    def _mtp(self, t: dict[str, torch.Tensor], j: int) -> MtpWeights:
+        p = f"mtp.{j}."
+        return MtpWeights(t[p + "e_proj.weight"], t[p + "h_proj.weight"], t[p + "enorm.weight"].to(self.dtype),
+                          t[p + "hnorm.weight"].to(self.dtype), t[p + "norm.weight"].to(self.dtype),
+                          MhcWeights(t[p + "hc_head_fn"], t[p + "hc_head_base"], t[p + "hc_head_scale"]),
+                          self._block(t, p, self.config.n_layers + j, None))
+
+    def _block(self, t: dict[str, torch.Tensor], p: str, layer: int, layout) -> BlockWeights:
         ratio = self.config.layer_ratio(layer)
 
         def compressor(prefix: str) -> CompressorWeights:
@@ -206,6 +230,17 @@ class Transformer:
             fp32 logits, ``[B, V]`` of each sequence's last new token (NaN rows for sequences with no new
             token), or ``[S_total, V]`` with ``all_logits``.
         """
+        lens = torch.as_tensor(seq_lens, dtype=torch.int64)
+        h = self.hidden(tokens, lens, cache)
+        if all_logits:
+            return self._head(h, self.hc_head, self.norm)
+        last = (lens.cumsum(0) - 1).clamp(min=0).to(self.device)  # the head runs on each sequence's last row only
+        logits = self._head(h[last], self.hc_head, self.norm)
+        return logits.masked_fill((lens == 0).to(self.device)[:, None], float("nan"))
+
+    @torch.inference_mode()
+    def hidden(self, tokens: torch.Tensor, seq_lens, cache: ModelCache) -> torch.Tensor:
+        """The backbone's output streams ``[S_total, hc_mult, D]`` (before the head), updating ``cache``."""
         config = self.config
         lens = torch.as_tensor(seq_lens, dtype=torch.int64)
         tokens = tokens.to(self.device, torch.int64)
@@ -217,13 +252,35 @@ class Transformer:
             if block.engram is not None:
                 h = self._engram(h, block.engram, engram_rows[layer])
             h = self._block_forward(h, block, cache.layers[layer], lens, tokens, layer)
-        y = rms_norm(ops.mhc_head(h, self.hc_head.fn, self.hc_head.scale, self.hc_head.base, config.norm_eps,
-                                  config.hc_eps), self.norm, config.norm_eps)
-        if all_logits:
-            return F.linear(y.float(), self.head.float())
-        last = lens.cumsum(0) - 1
-        logits = F.linear(y[last.clamp(min=0).to(self.device)].float(), self.head.float())
-        return logits.masked_fill((lens == 0).to(self.device)[:, None], float("nan"))
+        return h
+
+    @torch.inference_mode()
+    def mtp_logits(self, h: torch.Tensor, next_tokens: torch.Tensor, seq_lens, cache: ModelCache,
+                   depth: int = 0) -> torch.Tensor:
+        """Draft logits ``[S_total, V]`` (fp32) of MTP block ``depth`` for the token after ``next_tokens``.
+
+        ``h`` are :meth:`hidden`'s streams at positions ``t`` and ``next_tokens`` the tokens at ``t + 1``
+        (same flattening and ``seq_lens``); the block attends over its own window cache
+        (``cache.mtp_layers[depth]``), which advances like a backbone layer's.
+        """
+        if not 0 <= depth < len(self.mtp):
+            raise ValueError(f"mtp_logits: 'depth' must be in [0, {len(self.mtp)}), got {depth}")
+        config, mtp = self.config, self.mtp[depth]
+        lens = torch.as_tensor(seq_lens, dtype=torch.int64)
+        next_tokens = next_tokens.to(self.device, torch.int64)
+        if h.shape[0] != next_tokens.shape[0]:
+            raise ValueError(f"mtp_logits: 'h' has {h.shape[0]} rows, 'next_tokens' {next_tokens.shape[0]}")
+        e = F.linear(rms_norm(F.embedding(next_tokens, self.embed), mtp.enorm, config.norm_eps), mtp.e_proj)
+        x = (F.linear(rms_norm(h, mtp.hnorm, config.norm_eps), mtp.h_proj) + e[:, None]).contiguous()
+        x = self._block_forward(x, mtp.block, cache.mtp_layers[depth], lens, next_tokens, config.n_layers + depth)
+        return self._head(x, mtp.hc_head, mtp.norm)
+
+    def _head(self, h: torch.Tensor, mix: MhcWeights, norm: torch.Tensor) -> torch.Tensor:
+        """fp32 logits of every row: ``mhc_head`` collapse, final RMSNorm, LM head."""
+        config = self.config
+        y = rms_norm(ops.mhc_head(h, mix.fn, mix.scale, mix.base, config.norm_eps, config.hc_eps), norm,
+                     config.norm_eps)
+        return F.linear(y.float(), self.head.float())
 
     def _block_forward(self, h, block: BlockWeights, cache: AttentionCache, lens, tokens, layer: int):
         config = self.config
