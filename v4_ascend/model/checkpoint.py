@@ -8,10 +8,11 @@ Loading (:func:`load_checkpoint`):
    header of every tensor (name, shape, dtype) is checked against the expected set **before any tensor
    is read**: missing, unexpected, wrongly shaped or typed tensors raise :class:`CheckpointError`
    naming the key and its file; an unreadable header names the file;
-3. tensors are then read one at a time; FP8 (128x128 UE8M0) and FP4 (1x32 UE8M0) linears are
-   dequantised with :mod:`v4_ascend.ops` (``fp8_weight_dequant`` / ``fp4_dequant``) to the compute
-   dtype. Engram tables stay quantised (FP8 rows + scales, memory-mapped): the ``engram_lookup`` op reads
-   only the rows it gathers. ``dequantize=False`` returns every tensor as stored.
+3. tensors are then read one at a time from the mapped files (each is copied out of the map once, so peak
+   memory is the loaded model plus one stored tensor); FP8 (128x128 UE8M0) and FP4 (1x32 UE8M0) linears
+   are dequantised with :mod:`v4_ascend.ops` (``fp8_weight_dequant`` / ``fp4_dequant``) to the compute
+   dtype. Engram tables stay quantised (FP8 rows + UE8M0 scales, which ``engram_lookup`` dequantises per
+   gathered row). ``dequantize=False`` returns every tensor as stored.
 
 Sharded checkpoints carry ``model.safetensors.index.json`` (``{"metadata": {"total_size": ...},
 "weight_map": {key: file}}``); a single ``model.safetensors`` works too.
