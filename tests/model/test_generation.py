@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,6 +65,7 @@ def test_generate_streams_one_step_at_a_time(model32):
     assert len(list(stream)) == 2
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the subprocess imports this checkout's v4_ascend
 _PARITY_SCRIPT = """
 import json, sys, torch
 from v4_ascend import backends
@@ -82,7 +84,7 @@ print(json.dumps({"backends": list(backends.loaded()), "logits": torch.cat((logi
 def _logits_with_backend(tiny_checkpoint, backend: str, seed: int):
     env = dict(os.environ, V4_ASCEND_BACKEND=backend, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", _PARITY_SCRIPT, str(tiny_checkpoint), str(seed)], env=env,
-                         capture_output=True, text=True, check=True, cwd=os.getcwd())
+                         capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["backends"], torch.tensor(result["logits"])
 
