@@ -19,6 +19,7 @@ $(STAMP): $(SOURCES)
 	touch $@
 
 run: setup
+	$(BIN)/v4-ascend run --tiny
 	$(BIN)/v4-ascend info
 	$(BIN)/v4-ascend check
 

@@ -6,6 +6,10 @@ key map. ``compress_ratios`` has one entry per layer including the MTP layer(s):
 only, 4 = CSA (overlapping compression + lightning indexer), 128 = HCA (dense compressed attention).
 Any other positive ratio is treated as an HCA-style layer (V4 uses only 0, 4 and 128; small ratios
 keep tests fast).
+
+The optional ``engram_*`` keys are V4.1-Flash's (``shared/spec/v4_math.md`` §5.2); V4 itself has no
+Engram layer (``engram_layer_ids`` empty). :data:`TINY` keeps every structural feature of the model with
+tiny dimensions so that short prompts exercise compression, hash routing and Engram.
 """
 
 from __future__ import annotations
@@ -77,9 +81,22 @@ class ModelConfig:
     score_func: str = "sqrtsoftplus"
     n_hash_layers: int = 3
     swiglu_limit: float = 10.0
+    expert_dtype: str = "fp4"
+    engram_layer_ids: tuple[int, ...] = ()
+    engram_max_ngram_size: int = 4
+    engram_n_heads: int = 8
+    engram_head_dim: int = 256
+    engram_vocab_size: int = 16_000_000
+    engram_compressed_vocab_size: int = 99_092
+    engram_pad_token_id: int = 2
 
     def __post_init__(self):
         object.__setattr__(self, "compress_ratios", tuple(int(r) for r in self.compress_ratios))
+        object.__setattr__(self, "engram_layer_ids", tuple(int(i) for i in self.engram_layer_ids))
+        if self.expert_dtype not in ("fp4", "fp8"):
+            raise ValueError(f"ModelConfig: 'expert_dtype' must be 'fp4' or 'fp8', got {self.expert_dtype!r}")
+        if any(not 0 <= i < self.n_layers for i in self.engram_layer_ids):
+            raise ValueError(f"ModelConfig: 'engram_layer_ids' must be backbone layers, got {self.engram_layer_ids}")
         if len(self.compress_ratios) != self.n_layers + self.n_mtp_layers:
             raise ValueError(
                 f"ModelConfig: 'compress_ratios' must have n_layers + n_mtp_layers = "
@@ -127,6 +144,23 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.from_hf_config: missing keys for {missing}")
         return cls(**values)
 
+    def to_hf_config(self) -> dict[str, Any]:
+        """The Hugging Face ``config.json`` dict of this config (inverse of :meth:`from_hf_config`)."""
+        to_hf = {inference: hf for hf, inference in HF_TO_INFERENCE.items()}
+        hf: dict[str, Any] = {"architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4",
+                              "torch_dtype": "bfloat16", "rope_scaling": {"type": "yarn"},
+                              "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "scale_fmt": "ue8m0",
+                                                      "weight_block_size": [128, 128]}}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            value = list(value) if isinstance(value, tuple) else value
+            key = to_hf.get(field.name, field.name)
+            if key.startswith("rope_scaling."):
+                hf["rope_scaling"][key.removeprefix("rope_scaling.")] = value
+            else:
+                hf[key] = value
+        return hf
+
 
 def _ratios(first: list[int], *, n_layers: int) -> tuple[int, ...]:
     """first layers, then alternating CSA (even) / HCA (odd) layers up to n_layers, then one SWA MTP layer."""
@@ -147,3 +181,16 @@ PRO = ModelConfig(
 )
 
 PRESETS = {"flash": FLASH, "pro": PRO}
+
+# Every structural feature at toy size: SWA, CSA (ratio 4) and HCA (ratio 8) layers, 2 hash-routed MoE
+# layers then learned routing, a shared expert, 4 mHC streams, one Engram layer (tiny prime tables)
+# and one SWA MTP layer. Dims are multiples of 32 so FP4 expert blocks tile; head dims leave a NoPE
+# part of 64 (one FP8 block) and indexer heads a power of two (Hadamard).
+TINY = ModelConfig(
+    vocab_size=256, dim=64, n_layers=5, n_heads=4, q_lora_rank=32, o_groups=2, o_lora_rank=32, index_topk=4,
+    n_routed_experts=8, moe_inter_dim=32, route_scale=1.5, compress_ratios=(0, 4, 8, 4, 8, 0), head_dim=80,
+    rope_head_dim=16, window_size=8, index_n_heads=2, index_head_dim=32, n_activated_experts=2,
+    n_hash_layers=2, max_seq_len=256, original_seq_len=64, rope_factor=4.0, engram_layer_ids=(1,),
+    engram_max_ngram_size=3, engram_n_heads=2, engram_head_dim=32, engram_vocab_size=97,
+    engram_compressed_vocab_size=256, engram_pad_token_id=0,
+)
