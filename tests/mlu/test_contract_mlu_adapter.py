@@ -5,10 +5,10 @@ resolution across releases, and ``backend_report()`` listing every declared op w
 from __future__ import annotations
 
 import inspect
-import os
 
 import pytest
 import torch
+from doubles import contract_marks
 
 import v4_ascend
 from v4_ascend import backends, library, ops
@@ -19,14 +19,7 @@ from v4_ascend.backends.vendor import ON_DEVICE, Decision
 from v4_ascend.reference import attention as attn_ref
 from v4_ascend.testing import check
 
-pytestmark = [
-    pytest.mark.contract,
-    pytest.mark.skipif(
-        os.environ.get("V4_ASCEND_SIM_DEVICE", "").strip().lower() != "mlu",
-        reason="contract test: needs the simulated mlu device and the torch_mlu_ops double "
-        "(run with V4_ASCEND_SIM_DEVICE=mlu; `make test` does)",
-    ),
-]
+pytestmark = contract_marks("mlu")
 
 
 def test_contract_supported_double_release_loads_the_backend(tmo_double):

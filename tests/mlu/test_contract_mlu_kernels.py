@@ -5,10 +5,9 @@ tmo's numerics (that is tests/device/test_mlu_device.py, on hardware)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from doubles import contract_marks
 
 from v4_ascend import ops
 from v4_ascend.reference import attention as attn_ref
@@ -16,14 +15,7 @@ from v4_ascend.reference import mhc as mhc_ref
 from v4_ascend.reference import moe as moe_ref
 from v4_ascend.testing import cases, tolerance
 
-pytestmark = [
-    pytest.mark.contract,
-    pytest.mark.skipif(
-        os.environ.get("V4_ASCEND_SIM_DEVICE", "").strip().lower() != "mlu",
-        reason="contract test: needs the simulated mlu device and the torch_mlu_ops double "
-        "(run with V4_ASCEND_SIM_DEVICE=mlu; `make test` does)",
-    ),
-]
+pytestmark = contract_marks("mlu")
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MLU = "mlu"  # a string: torch.device("mlu") only exists in the simulated-mlu process

@@ -12,16 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from doubles import contract_marks
 
-pytestmark = [
-    pytest.mark.contract,
-    pytest.mark.skipif(
-        os.environ.get("V4_ASCEND_SIM_DEVICE", "").strip().lower() != "mlu",
-        reason="contract test: needs the simulated mlu device and the torch_mlu_ops double "
-        "(run with V4_ASCEND_SIM_DEVICE=mlu; `make test` does)",
-    ),
-]
+pytestmark = contract_marks("mlu")
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,21 +13,14 @@ import sys
 
 import pytest
 import torch
+from doubles import contract_marks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from v4_ascend import backends, ops
+from v4_ascend import ops
 from v4_ascend.testing import tolerance
 
-pytestmark = [
-    pytest.mark.contract,
-    pytest.mark.skipif(
-        backends.privateuse1_name() != "npu" or "npu" not in backends.loaded()
-        or not hasattr(sys.modules.get("torch_npu"), "calls"),
-        reason="contract test: needs the simulated npu device with the torch_npu test double "
-        "(run with V4_ASCEND_SIM_DEVICE=npu)",
-    ),
-]
+pytestmark = contract_marks("npu")
 
 FLOATS = [torch.float32, torch.bfloat16, torch.float16]
 

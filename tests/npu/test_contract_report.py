@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-
-import pytest
+from doubles import contract_marks
 
 import v4_ascend
-from v4_ascend import backends, library
+from v4_ascend import library
 from v4_ascend.backends.npu import capabilities
 from v4_ascend.backends.npu.capabilities import Soc
 from v4_ascend.backends.vendor import ON_DEVICE, Decision
 
 TABLE = capabilities.CAPABILITIES
 
-pytestmark = [
-    pytest.mark.contract,
-    pytest.mark.skipif(
-        backends.privateuse1_name() != "npu" or "npu" not in backends.loaded()
-        or not hasattr(sys.modules.get("torch_npu"), "calls"),
-        reason="contract test: needs the simulated npu device with the torch_npu test double "
-        "(run with V4_ASCEND_SIM_DEVICE=npu)",
-    ),
-]
+pytestmark = contract_marks("npu")
 
 
 def _npu_rows():
