@@ -78,8 +78,7 @@ def main() -> int:
     failures += _check_mhc_post_swap(device)
     from v4_ascend.backends.mlu import kernels
 
-    for (op, reason), count in sorted(kernels.KERNELS.reference_fallbacks().items()):
-        print(f"{op}: {count} call(s) ran the reference composition on the device: {reason}")
+    print("\n".join(kernels.KERNELS.fallback_lines()))
     for failure in failures:
         print(f"FAIL: {failure}")
     print("all MLU checks passed" if not failures else f"{len(failures)} MLU check(s) failed")

@@ -191,6 +191,13 @@ class VendorKernels:
         """Calls of vendor-routed ops that the reference composition served on the device, per (op, reason)."""
         return dict(self._fallbacks)
 
+    def fallback_lines(self) -> list[str]:
+        """The validation kits' summary of :meth:`reference_fallbacks`, one line per (op, reason)."""
+        if not self._fallbacks:
+            return ["no call left a vendor route for the on-device reference composition"]
+        return [f"{op}: {count} call(s) ran the reference composition on the device: {reason}"
+                for (op, reason), count in sorted(self._fallbacks.items())]
+
     def routes(self, target: Hashable) -> dict[str, Route]:
         """Per declared op, its route on ``target`` (ops missing from the table say so)."""
         out = {}
