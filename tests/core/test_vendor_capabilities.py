@@ -7,11 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from v4_ascend import library
 from v4_ascend.backends.mlu import capabilities as mlu_caps
 from v4_ascend.backends.npu import capabilities as npu_caps
-from v4_ascend.backends.vendor import ON_DEVICE, Decision
+from v4_ascend.backends.vendor import (
+    ON_DEVICE,
+    CapabilityTable,
+    Decision,
+    VendorKernels,
+    VendorRoute,
+    reference_route,
+)
+from v4_ascend.reference import moe as moe_ref
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 TABLES = {"npu": (npu_caps.CAPABILITIES, DOCS / "ascend.md"), "mlu": (mlu_caps.CAPABILITIES, DOCS / "cambricon.md")}
@@ -80,3 +89,47 @@ def test_unknown_ops_name_the_vendor():
         npu_caps.CAPABILITIES.route("nope")
     with pytest.raises(KeyError, match="no Cambricon route is recorded for op 'nope'"):
         mlu_caps.CAPABILITIES.route("nope")
+
+
+def _toy_table(check=None):
+    """A one-vendor-op table over two targets, for the shared kernel gate."""
+    routes = [
+        VendorRoute("grouped_gemm", "toy_gmm", ("fast",), Decision.VENDOR, "exact: toy", "toy limits", check),
+        *(reference_route(op, None, "toy reason") for op in library.ops() if op != "grouped_gemm"),
+    ]
+    return CapabilityTable("Toy", routes, ("fast", "slow"), str)
+
+
+def test_kernel_gate_runs_the_body_inside_the_limits_and_counts_reference_fallbacks():
+    target = {"now": "fast"}
+    kernels = VendorKernels(_toy_table(lambda x, w, offsets: "too big" if x.shape[0] > 4 else None),
+                            lambda device: target["now"])
+    calls = []
+
+    @kernels.kernel("grouped_gemm", moe_ref.check_grouped_gemm)
+    def grouped_gemm(x, w, offsets):
+        calls.append(x.shape[0])
+        return moe_ref.grouped_gemm(x, w, offsets)
+
+    w = torch.randn(2, 3, 5)
+    small, big = (torch.randn(4, 5), torch.tensor([1, 4], dtype=torch.int32)), (
+        torch.randn(6, 5), torch.tensor([2, 6], dtype=torch.int32))
+    grouped_gemm(small[0], w, small[1])
+    assert calls == [4] and kernels.reference_fallbacks() == {}
+    torch.testing.assert_close(grouped_gemm(big[0], w, big[1]), moe_ref.grouped_gemm(big[0], w, big[1]))
+    target["now"] = "slow"
+    grouped_gemm(small[0], w, small[1])
+    assert calls == [4]
+    assert kernels.reference_fallbacks() == {
+        ("grouped_gemm", "too big"): 1, ("grouped_gemm", "toy_gmm is used on fast only, not on slow"): 1}
+    assert kernels.fallback_lines()[0].startswith("grouped_gemm: 1 call(s) ran the reference composition")
+    with pytest.raises(ValueError, match="grouped_gemm"):  # validation comes first, whatever the route
+        grouped_gemm(small[0], w, torch.tensor([1], dtype=torch.int32))
+
+
+def test_kernel_gate_refuses_reference_routes_and_unimplemented_vendor_routes():
+    kernels = VendorKernels(_toy_table(lambda *args: None), lambda device: "fast")
+    with pytest.raises(ValueError, match="moe_route: the Toy table routes it to the reference composition"):
+        kernels.kernel("moe_route", moe_ref.check_moe_route)
+    with pytest.raises(RuntimeError, match=r"Toy: vendor-fused routes without a kernel: \['grouped_gemm'\]"):
+        kernels.register()

@@ -140,3 +140,15 @@ def test_contract_check_engine_passes_every_case_on_the_simulated_mlu(tmo_double
     used = ("group_gemm", "single_query_cached_kv_attn", "moe_softplus_topk", "hc_split_sinkhorn", "fused_mhc_post")
     for name in used:
         assert tmo_double.calls[name], name
+
+
+def test_contract_check_engine_fails_a_kernel_whose_output_left_the_device(tmo_double, mlu_arch, monkeypatch):
+    original = tmo_double.moe_softplus_topk
+
+    def to_host(**kwargs):
+        return tuple(t.cpu() for t in original(**kwargs))
+
+    monkeypatch.setattr(tmo_double, "moe_softplus_topk", to_host)
+    results = check.check_op("moe_route", "mlu", torch.float32)
+    assert results and not any(r.passed for r in results)
+    assert all("outputs on cpu, cpu, not on mlu" in r.error for r in results)
