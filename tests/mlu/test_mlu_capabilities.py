@@ -48,6 +48,8 @@ def test_per_call_limits():
     logits = torch.empty(3, 16)
     assert TABLE.not_supported_reason("moe_route", arch, logits, 4, 1.0) is None
     assert "not torch.float64" in TABLE.not_supported_reason("moe_route", arch, logits.double(), 4, 1.0)
+    assert "fp32 bias, not torch.float64" in TABLE.not_supported_reason(
+        "moe_route", arch, logits, 4, 1.0, torch.empty(16, dtype=torch.float64))
     streams, f = _empty(2, 4, 4096), _empty(2, 4096)
     post, comb = torch.empty(2, 4), torch.empty(2, 4, 4)
     assert TABLE.not_supported_reason("mhc_post", arch, f, streams, post, comb) is None

@@ -74,6 +74,8 @@ def _sparse_attn_check(q, kv, idx, sink, scale, extra_kv=None, extra_idx=None, t
 def _moe_route_check(logits, topk, route_scale, bias=None, token_ids=None, tid2eid=None) -> str | None:
     if logits.shape[0] == 0:
         return "no tokens to route"
+    if bias is not None and bias.dtype != torch.float32:
+        return f"moe_softplus_topk selects with an fp32 bias, not {bias.dtype}"
     return _dtype_reason(logits.dtype, (torch.float32,))
 
 
@@ -201,8 +203,8 @@ _ROUTES = (
         "added for selection only, hash routing takes tid2eid[input_ids] in its column order, weights = the "
         "picked scores renormalised and times route_scale; assumed, to be confirmed by the kit's tie case on "
         "hardware: experts in descending score order, equal scores to the lower expert index",
-        "fp32 logits (fp64: reference composition); called by keyword (the argument order differs between tmo "
-        "copies); token_ids and tid2eid passed as int32, bias as fp32",
+        "fp32 logits and bias (fp64: reference composition); called by keyword (the argument order differs "
+        "between tmo copies); token_ids and tid2eid passed as int32",
         _moe_route_check,
     ),
     reference_route(

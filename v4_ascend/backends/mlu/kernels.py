@@ -108,7 +108,6 @@ def moe_route(logits, topk, route_scale, bias=None, token_ids=None, tid2eid=None
         v.index_range("moe_route", "token_ids", token_ids, tid2eid.shape[0], allow_invalid=False)
         v.index_range("moe_route", "tid2eid", tid2eid, logits.shape[1], allow_invalid=False)
         token_ids, tid2eid = token_ids.to(torch.int32), tid2eid.to(torch.int32)
-    bias = None if bias is None else bias.to(torch.float32)
     return tmo.moe_softplus_topk(logits, topk, token_ids, tid2eid, bias, route_scale)
 
 
