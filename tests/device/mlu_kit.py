@@ -15,8 +15,11 @@ What it guarantees about the process it runs in:
   torch_mlu_ops release) into an error instead of a silent reference run.
 
 Then it prints the versions, the MLU arch and ``backend_report()``, checks that every declared op is
-served by the mlu backend, and runs every op, case and dtype against the reference (``check_all``), plus
-the sparse_attn head counts at and over tmo's per-call limits.
+served as the capability table routes it (ops routed to tmo by the mlu backend, the others by the
+reference composition, which runs on the MLU), and runs every op, case and dtype against the reference
+(``check_all``, which fails any output that is not on the MLU), plus the sparse_attn head counts at and
+over tmo's per-call limits and the mHC post swap test at V4-Flash's shape; last, the calls that left a
+tmo route for the on-device reference composition, with the reason.
 
 Exit status: 0 all checks passed; 1 a check failed (listed); 2 no MLU here (the reason is printed).
 """
@@ -67,10 +70,15 @@ def main() -> int:
     print(f"device: {name} (arch {capabilities.arch_from_name(name)})")
     report = v4_ascend.backend_report()
     print(report)
-    failures = [f"{row.op}: served by {row.backend}, not mlu" for row in report.rows
-                if row.device == "mlu" and row.backend != "mlu"]
+    routed = capabilities.CAPABILITIES.vendor_ops()
+    failures = [f"{row.op}: served by {row.backend}, not {want}" for row in report.rows if row.device == "mlu"
+                for want in ["mlu" if row.op in routed else "reference"] if row.backend != want]
     failures += _check_cases(device)
     failures += _check_head_limits(device)
+    failures += _check_mhc_post_swap(device)
+    from v4_ascend.backends.mlu import kernels
+
+    print("\n".join(kernels.KERNELS.fallback_lines()))
     for failure in failures:
         print(f"FAIL: {failure}")
     print("all MLU checks passed" if not failures else f"{len(failures)} MLU check(s) failed")
@@ -113,6 +121,29 @@ def _check_head_limits(device) -> list[str]:
         except AssertionError as error:
             failures.append(f"sparse_attn {dtype} H={heads}: {error}")
     return failures
+
+
+def _check_mhc_post_swap(device) -> list[str]:
+    """fused_mhc_post at D = 4096, HC = 4 with a non-symmetric comb: output stream j must take column j."""
+    import torch
+
+    from v4_ascend import ops
+    from v4_ascend.reference import mhc as mhc_ref
+    from v4_ascend.testing import tolerance
+
+    gen = torch.Generator().manual_seed(1)
+    T, n, D = 3, 4, 4096
+    x = torch.randn(T, n, D, generator=gen).to(torch.bfloat16)
+    f = torch.randn(T, D, generator=gen).to(torch.bfloat16)
+    post = torch.rand(T, n, generator=gen)
+    comb = torch.zeros(T, n, n)
+    comb[:, 0, 1] = 1.0  # stream 1 takes stream 0; comb.T would move stream 1 into stream 0 instead
+    out = ops.mhc_post(f.to(device), x.to(device), post.to(device), comb.to(device))
+    try:
+        tolerance.assert_close(out.cpu(), mhc_ref.mhc_post(f, x, post, comb), torch.bfloat16, "out")
+    except AssertionError as error:
+        return [f"mhc_post swap test (comb orientation): {error}"]
+    return []
 
 
 if __name__ == "__main__":

@@ -19,3 +19,24 @@ def install_vendor_doubles(device: str):
     double = importlib.import_module(path)
     sys.modules[name] = double
     return double
+
+
+def contract_marks(device: str) -> list:
+    """The marks of a contract-test module: ``contract``, skipped with the reason unless this process runs
+    the simulated ``device`` with its vendor double installed."""
+    import os
+
+    import pytest
+
+    name, _ = _MODULES[device]
+    active = os.environ.get("V4_ASCEND_SIM_DEVICE", "").strip().lower() == device and hasattr(
+        sys.modules.get(name), "calls"
+    )
+    return [
+        pytest.mark.contract,
+        pytest.mark.skipif(
+            not active,
+            reason=f"contract test: needs the simulated {device} device and the {name} test double "
+            f"(run with V4_ASCEND_SIM_DEVICE={device}; `make test` does)",
+        ),
+    ]

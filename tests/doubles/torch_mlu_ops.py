@@ -10,6 +10,7 @@ calls per op and ``history`` keeps each call's positional and keyword arguments.
 from __future__ import annotations
 
 import functools
+import math
 from collections import Counter
 
 import torch
@@ -103,3 +104,105 @@ def single_query_cached_kv_attn(
         out[b] = torch.einsum("shn,nhd->shd", weights / denominator, values[:, kv_head]).to(out.dtype)
         lse[b] = (peak + torch.log(weights.sum(dim=-1, keepdim=True)))[..., 0].T.float()
     return (out, lse) if return_lse else out
+
+
+def _sqrt_softplus(value: float) -> float:
+    return math.sqrt(math.log1p(math.exp(value)) if value <= 20.0 else value)
+
+
+@_recorded
+def moe_softplus_topk(input, topk, input_ids=None, tid2eid=None, bias=None, route_scale=1.0):
+    """Documented: scores ``sqrt(softplus(input))``; expert ids ``tid2eid[input_ids[t]]`` (hash routing) or
+    the top ``topk`` of ``scores + bias`` (bias for selection only); weights = picked scores renormalised,
+    times ``route_scale``. Returns ``(reduce_weight [T, topk] fp32, expert_id [T, topk] int32)``.
+    Assumed (undocumented; the kit's tie case checks it on hardware): descending score order, equal scores
+    to the lower expert index."""
+    assert input.dtype == torch.float32 and input.dim() == 2, "input is [T, E] fp32"
+    assert (input_ids is None) == (tid2eid is None), "hash routing needs input_ids and tid2eid together"
+    if tid2eid is not None:
+        assert input_ids.dtype == torch.int32 and tid2eid.dtype == torch.int32, "input_ids / tid2eid are int32"
+        assert tid2eid.shape[1] == topk, "tid2eid has topk columns"
+    if bias is not None:
+        assert bias.dtype == torch.float32 and bias.shape == (input.shape[1],), "bias is [E] fp32"
+    T, E = input.shape
+    logits = input.cpu().tolist()
+    weights = torch.empty(T, topk, dtype=torch.float32)
+    experts = torch.empty(T, topk, dtype=torch.int32)
+    for t in range(T):
+        scores = [_sqrt_softplus(value) for value in logits[t]]
+        if tid2eid is not None:
+            chosen = [int(e) for e in tid2eid.cpu()[int(input_ids.cpu()[t])]]
+        else:
+            shift = [0.0] * E if bias is None else [float(b) for b in bias.cpu()]
+            chosen = sorted(range(E), key=lambda e: (-(scores[e] + shift[e]), e))[:topk]
+        total = sum(scores[e] for e in chosen)
+        for j, e in enumerate(chosen):
+            weights[t, j] = scores[e] / total * route_scale
+            experts[t, j] = e
+    return weights.to(input.device), experts.to(input.device)
+
+
+def _sigmoid(value: float) -> float:
+    return 1.0 / (1.0 + math.exp(-value))
+
+
+@_recorded
+def hc_split_sinkhorn(mixes, hc_scale, hc_base, pre_scale=None, hc_mult=4, sinkhorn_iter=20, eps=1e-6):
+    """Documented (V4's hc_split_sinkhorn, which vllm-mlu replaces with it): per token, with
+    ``a = mixes * hc_scale[part] + hc_base`` over the parts pre (n), post (n), comb (n * n):
+    ``pre = sigmoid(a_pre) + eps``, ``post = 2 * sigmoid(a_post)``, ``comb`` = row softmax of ``a_comb``
+    plus eps, a column normalisation, then ``sinkhorn_iter - 1`` (row, column) normalisations, each
+    dividing by the sum + eps. All outputs fp32."""
+    n = hc_mult
+    assert pre_scale is None, "pre_scale is not part of V4's split"
+    assert mixes.dtype == torch.float32 and mixes.dim() == 2 and mixes.shape[1] == (2 + n) * n
+    assert hc_scale.dtype == torch.float32 and hc_scale.shape == (3,)
+    assert hc_base.dtype == torch.float32 and hc_base.shape == ((2 + n) * n,)
+    assert sinkhorn_iter >= 1
+    T = mixes.shape[0]
+    scale, base = hc_scale.cpu().tolist(), hc_base.cpu().tolist()
+    pre, post, comb = torch.empty(T, n), torch.empty(T, n), torch.empty(T, n, n)
+    for t, row in enumerate(mixes.cpu().tolist()):
+        for i in range(n):
+            pre[t, i] = _sigmoid(row[i] * scale[0] + base[i]) + eps
+            post[t, i] = 2.0 * _sigmoid(row[n + i] * scale[1] + base[n + i])
+        a = [[row[2 * n + i * n + j] * scale[2] + base[2 * n + i * n + j] for j in range(n)] for i in range(n)]
+        m = []
+        for i in range(n):
+            peak = max(a[i])
+            e = [math.exp(v - peak) for v in a[i]]
+            m.append([x / sum(e) + eps for x in e])
+
+        def columns(m):
+            sums = [sum(m[i][j] for i in range(n)) + eps for j in range(n)]
+            return [[m[i][j] / sums[j] for j in range(n)] for i in range(n)]
+
+        m = columns(m)
+        for _ in range(sinkhorn_iter - 1):
+            m = [[x / (sum(r) + eps) for x in r] for r in m]
+            m = columns(m)
+        comb[t] = torch.tensor(m, dtype=torch.float64)
+    return pre.to(mixes.device), post.to(mixes.device), comb.to(mixes.device)
+
+
+@_recorded
+def fused_mhc_post(x, residual, post, comb, compute_rms=False, eps=1e-6):
+    """Documented (V4's hc_post, which vllm-mlu replaces with it): ``out[:, j] = post[:, j] * x +
+    sum_i comb[:, i, j] * residual[:, i]`` in fp32, in the residual's dtype. Built for D = 4096, HC = 4
+    only. Returns ``(out, rms)`` with ``rms`` None unless ``compute_rms``."""
+    N, HC, D = residual.shape
+    if (HC, D) != (4, 4096):
+        raise RuntimeError(f"fused_mhc_post: only HC = 4 and D = 4096 are supported, got HC = {HC}, D = {D}")
+    assert not compute_rms, "the RMS output is not used by v4_ascend"
+    assert x.shape == (N, D) and x.dtype == residual.dtype and x.is_contiguous() and residual.is_contiguous()
+    assert post.dtype == torch.float32 and post.shape == (N, HC)
+    assert comb.dtype == torch.float32 and comb.shape == (N, HC, HC)
+    f, streams = x.cpu().double(), residual.cpu().double()
+    weights, mixing = post.cpu().double(), comb.cpu().double()
+    out = torch.empty(N, HC, D, dtype=torch.float64)
+    for j in range(HC):
+        acc = weights[:, j, None] * f
+        for i in range(HC):
+            acc = acc + mixing[:, i, j, None] * streams[:, i]
+        out[:, j] = acc
+    return out.to(residual.dtype).to(residual.device), None

@@ -5,26 +5,21 @@ resolution across releases, and ``backend_report()`` listing every declared op w
 from __future__ import annotations
 
 import inspect
-import os
 
 import pytest
 import torch
+from doubles import contract_marks
 
 import v4_ascend
 from v4_ascend import backends, library, ops
 from v4_ascend.backends import mlu
 from v4_ascend.backends.mlu import tmo
+from v4_ascend.backends.mlu.capabilities import CAPABILITIES as TABLE
+from v4_ascend.backends.vendor import ON_DEVICE, Decision
 from v4_ascend.reference import attention as attn_ref
 from v4_ascend.testing import check
 
-pytestmark = [
-    pytest.mark.contract,
-    pytest.mark.skipif(
-        os.environ.get("V4_ASCEND_SIM_DEVICE", "").strip().lower() != "mlu",
-        reason="contract test: needs the simulated mlu device and the torch_mlu_ops double "
-        "(run with V4_ASCEND_SIM_DEVICE=mlu; `make test` does)",
-    ),
-]
+pytestmark = contract_marks("mlu")
 
 
 def test_contract_supported_double_release_loads_the_backend(tmo_double):
@@ -103,27 +98,57 @@ def test_contract_group_gemm_is_called_by_keyword(tmo_double, mlu_arch):
     assert args == () and set(kwargs) == {"a", "b", "m_list", "expand_idx", "c", "alpha", "beta", "max_m"}
 
 
+def _mlu_rows():
+    return {row.op: row for row in v4_ascend.backend_report().rows if row.device == "mlu"}
+
+
 def test_contract_backend_report_lists_every_declared_op_with_route_and_reason(mlu_arch):
-    rows = {row.op: row for row in v4_ascend.backend_report().rows if row.device == "mlu"}
+    rows = _mlu_rows()  # the simulated device is named like an MLU590
     assert set(rows) == set(library.ops())
     for op, row in rows.items():
-        assert row.backend == "mlu", op
-        assert row.kernel.startswith("torch_mlu_ops: "), op
-        assert row.reason.startswith("exact"), op  # the simulated device is named like an MLU590
+        entry = TABLE.route(op)
+        if entry.decision is Decision.VENDOR:
+            assert row.backend == "mlu", op
+            assert entry.vendor_op in row.kernel and "MLU580/590 (mtp_592): vendor-fused" in row.kernel, row
+            assert ON_DEVICE in row.kernel and row.reason.startswith("exact"), row
+        else:
+            assert row.backend == "reference", op
+            mlu_why = [why for why in row.why_not_others if why.startswith("mlu: ")]
+            assert mlu_why == [f"mlu: {ON_DEVICE}: {entry.vendor_op or 'no vendor op'} not used: {entry.why}"], row
     assert "learnable_sink" in rows["sparse_attn"].kernel and "256 with bf16 KV" in rows["sparse_attn"].reason
 
 
 def test_contract_backend_report_on_mlu370_says_why_tmo_is_not_used(mlu_arch):
     mlu_arch("MLU370-X8")
-    for row in v4_ascend.backend_report().rows:
-        if row.device == "mlu":
-            assert row.kernel == "reference composition on the device (mtp_372)"
+    for op, row in _mlu_rows().items():
+        if op in TABLE.vendor_ops():
+            assert row.backend == "mlu" and row.kernel == "reference composition on the device (MLU370 (mtp_372))"
             assert "MLU370 (mtp_372) is not supported" in row.reason
+        else:
+            assert row.backend == "reference"
 
 
 def test_contract_check_engine_passes_every_case_on_the_simulated_mlu(tmo_double, mlu_arch):
-    """What ``v4-ascend check --device mlu`` runs: every op, case and dtype through our kernels."""
+    """What ``v4-ascend check --device mlu`` runs: every op, case and dtype on the device. Ops routed to tmo
+    are served by the mlu kernels, the others by the reference composition, which also ran on the device
+    (the engine fails any output that is not on it)."""
     results = check.check_all("mlu")
     assert results and all(r.passed for r in results), [r for r in results if not r.passed]
-    assert {r.backend for r in results} == {"mlu"}
-    assert tmo_double.calls["group_gemm"] and tmo_double.calls["single_query_cached_kv_attn"]
+    assert {r.device for r in results} == {"mlu"}
+    for result in results:
+        assert result.backend == ("mlu" if result.op in TABLE.vendor_ops() else "reference"), result
+    used = ("group_gemm", "single_query_cached_kv_attn", "moe_softplus_topk", "hc_split_sinkhorn", "fused_mhc_post")
+    for name in used:
+        assert tmo_double.calls[name], name
+
+
+def test_contract_check_engine_fails_a_kernel_whose_output_left_the_device(tmo_double, mlu_arch, monkeypatch):
+    original = tmo_double.moe_softplus_topk
+
+    def to_host(**kwargs):
+        return tuple(t.cpu() for t in original(**kwargs))
+
+    monkeypatch.setattr(tmo_double, "moe_softplus_topk", to_host)
+    results = check.check_op("moe_route", "mlu", torch.float32)
+    assert results and not any(r.passed for r in results)
+    assert all("outputs on cpu, cpu, not on mlu" in r.error for r in results)

@@ -12,16 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from doubles import contract_marks
 
-pytestmark = [
-    pytest.mark.contract,
-    pytest.mark.skipif(
-        os.environ.get("V4_ASCEND_SIM_DEVICE", "").strip().lower() != "mlu",
-        reason="contract test: needs the simulated mlu device and the torch_mlu_ops double "
-        "(run with V4_ASCEND_SIM_DEVICE=mlu; `make test` does)",
-    ),
-]
+pytestmark = contract_marks("mlu")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,6 +55,9 @@ def test_contract_kit_disables_the_cpu_fallback_before_torch_mlu_and_passes(tmp_
     assert "ENABLE_FALLBACK_TO_CPU=0 (was '1')" in done.stdout
     assert "device: MLU590-M9 (simulated) (arch mtp_592)" in done.stdout
     assert "all MLU checks passed" in done.stdout
+    # Calls outside a tmo route's limits are listed with their reason (here: V4-Pro-like mHC shapes, fp64).
+    assert "call(s) ran the reference composition on the device: fused_mhc_post is built for" in done.stdout
+    assert "moe_route: " in done.stdout and "not torch.float64" in done.stdout
 
 
 def test_contract_kit_fails_on_an_unsupported_torch_mlu_ops(tmp_path):

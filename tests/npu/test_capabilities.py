@@ -1,23 +1,17 @@
-"""The Ascend capability table: SoC detection, per-call limits and a route for every op of ops.md."""
+"""The Ascend capability table: SoC detection, the grouped-GEMM limits and the Ascend-specific reasons
+(the structure shared with Cambricon is tested in tests/core/test_vendor_capabilities.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from v4_ascend import library
 from v4_ascend.backends.npu import capabilities as cap
-from v4_ascend.backends.npu.capabilities import Decision, Soc
+from v4_ascend.backends.npu.capabilities import Soc
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "ascend.md"
-OPS_MD = (  # every op that ops.md names
-    "sparse_attn", "kv_compress", "indexer_topk", "engram_hash", "engram_lookup", "engram_gate", "moe_route",
-    "grouped_gemm", "grouped_gemm_masked", "moe_ffn", "mhc_sinkhorn", "mhc_pre", "mhc_post", "mhc_head",
-    "fp8_quant", "fp4_quant",
-)
+TABLE = cap.CAPABILITIES
 
 
 @pytest.mark.parametrize(
@@ -45,13 +39,10 @@ def test_detect_soc_falls_back_to_the_device_name_for_unknown_versions():
     assert cap.detect_soc(module) is Soc.A3
 
 
-def test_every_op_of_ops_md_and_every_declared_op_has_a_route():
-    assert set(OPS_MD) <= set(cap.ROUTES)
-    assert set(library.ops()) <= set(cap.ROUTES)
-    for entry in cap.ROUTES.values():
-        assert entry.why, entry.op
-        if entry.decision is Decision.VENDOR:
-            assert entry.socs and entry.check is not None and entry.limits, entry.op
+def test_only_the_grouped_gemms_are_vendor_fused_on_a2_and_a3():
+    assert sorted(TABLE.vendor_ops()) == ["grouped_gemm", "grouped_gemm_masked"]
+    for op in TABLE.vendor_ops():
+        assert TABLE.route(op).targets == (Soc.A2, Soc.A3)
 
 
 def _gmm_args(dtype=torch.bfloat16, groups=4, K=64):
@@ -61,29 +52,23 @@ def _gmm_args(dtype=torch.bfloat16, groups=4, K=64):
 
 @pytest.mark.parametrize("op", ["grouped_gemm", "grouped_gemm_masked"])
 def test_grouped_gemm_limits(op):
-    assert cap.not_supported_reason(op, Soc.A2, *_gmm_args()) is None
-    assert cap.not_supported_reason(op, Soc.A3, *_gmm_args(torch.float32, 1024, 65535)) is None
-    assert "float64" in cap.not_supported_reason(op, Soc.A2, *_gmm_args(torch.float64))
-    assert "at most 1024 groups, got 1025" in cap.not_supported_reason(op, Soc.A3, *_gmm_args(groups=1025))
-    assert "K < 65536" in cap.not_supported_reason(op, Soc.A2, *_gmm_args(K=65536))
-    assert "not for 950PR/DT" in cap.not_supported_reason(op, Soc.A5, *_gmm_args())
-    assert "not for other Ascend SoC" in cap.not_supported_reason(op, Soc.OTHER, *_gmm_args())
+    assert TABLE.not_supported_reason(op, Soc.A2, *_gmm_args()) is None
+    assert TABLE.not_supported_reason(op, Soc.A3, *_gmm_args(torch.float32, 1024, 65535)) is None
+    assert "float64" in TABLE.not_supported_reason(op, Soc.A2, *_gmm_args(torch.float64))
+    assert "at most 1024 groups, got 1025" in TABLE.not_supported_reason(op, Soc.A3, *_gmm_args(groups=1025))
+    assert "K < 65536" in TABLE.not_supported_reason(op, Soc.A2, *_gmm_args(K=65536))
+    assert "used on A2 (910B), A3 (910C) only, not on 950PR/DT" in TABLE.not_supported_reason(op, Soc.A5)
+    assert "not on other Ascend SoC" in TABLE.not_supported_reason(op, Soc.OTHER)
 
 
 @pytest.mark.parametrize(
     "op, phrase",
     [("sparse_attn", "one KV pool per call"), ("moe_route", "sqrt(softplus"), ("indexer_topk", "no ratio argument"),
-     ("mhc_pre", "950PR/DT only"), ("fp4_quant", "no FP4 e2m1 on A2/A3"), ("moe_ffn", "npu_swiglu has no clamp")],
+     ("mhc_pre", "950PR/DT only"), ("fp4_quant", "no FP4 e2m1 on A2/A3"), ("moe_ffn", "npu_swiglu has no clamp"),
+     ("moe_swiglu", "no clamp"), ("moe_dispatch", "-1 slots"), ("kv_compress_pool", "no pooling-only entry"),
+     ("fp8_weight_quant", "128x128"), ("hadamard_rotate", "no standalone torch_npu op")],
 )
 def test_not_exact_vendor_ops_are_refused_with_their_reason_on_every_soc(op, phrase):
     for soc in Soc:
-        reason = cap.not_supported_reason(op, soc)
+        reason = TABLE.not_supported_reason(op, soc)
         assert reason is not None and phrase in reason and "not used" in reason
-
-
-def test_route_table_of_the_docs_is_the_one_in_code():
-    assert cap.markdown_table() in DOC.read_text(), "docs/ascend.md: paste capabilities.markdown_table()"
-    rows = cap.markdown_table().splitlines()[2:]
-    assert len(rows) == len(cap.ROUTES)
-    gmm = next(r for r in rows if r.startswith("| `grouped_gemm` "))
-    assert gmm.count("vendor-fused") == 2 and "reference composition" in gmm  # A2, A3 fused; 950 not documented

@@ -13,21 +13,14 @@ import sys
 
 import pytest
 import torch
+from doubles import contract_marks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from v4_ascend import backends, ops
+from v4_ascend import ops
 from v4_ascend.testing import tolerance
 
-pytestmark = [
-    pytest.mark.contract,
-    pytest.mark.skipif(
-        backends.privateuse1_name() != "npu" or "npu" not in backends.loaded()
-        or not hasattr(sys.modules.get("torch_npu"), "calls"),
-        reason="contract test: needs the simulated npu device with the torch_npu test double "
-        "(run with V4_ASCEND_SIM_DEVICE=npu)",
-    ),
-]
+pytestmark = contract_marks("npu")
 
 FLOATS = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -127,10 +120,10 @@ def test_contract_grouped_gemm_outside_capabilities_runs_reference_on_device(
     counts = [1] * groups
     x, w, offsets = _grouped_inputs(counts, 1, 4, 2, dtype, device)
     before = double.calls["npu_grouped_matmul"]
-    fallbacks = sum(n for (op, why), n in kernels.reference_fallbacks().items() if reason in why)
+    fallbacks = sum(n for (op, why), n in kernels.KERNELS.reference_fallbacks().items() if reason in why)
     y = ops.grouped_gemm(x, w, offsets)
     assert double.calls["npu_grouped_matmul"] == before, "the vendor op must not see an unsupported call"
-    assert sum(n for (op, why), n in kernels.reference_fallbacks().items() if reason in why) == fallbacks + 1
+    assert sum(n for (op, why), n in kernels.KERNELS.reference_fallbacks().items() if reason in why) == fallbacks + 1
     assert y.device.type == "npu", "the reference composition runs on the device, never on the CPU"
     expected = _per_row_oracle(x, w, counts, x.shape[0])
     tolerance.assert_close(y.cpu(), expected.to(y.dtype), dtype)
@@ -144,7 +137,7 @@ def test_contract_grouped_gemm_on_950_runs_reference_on_device(double, kernels, 
     before = double.calls["npu_grouped_matmul"]
     y = ops.grouped_gemm(x, w, offsets)
     assert double.calls["npu_grouped_matmul"] == before
-    assert any("not for 950PR/DT" in why for (_, why) in kernels.reference_fallbacks())
+    assert any("not on 950PR/DT" in why for (_, why) in kernels.KERNELS.reference_fallbacks())
     assert y.device.type == "npu"
     tolerance.assert_close(y.cpu(), _per_row_oracle(x, w, [2, 3], 5).float(), torch.bfloat16)
 

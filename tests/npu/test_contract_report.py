@@ -2,39 +2,45 @@
 
 from __future__ import annotations
 
-import sys
-
-import pytest
+from doubles import contract_marks
 
 import v4_ascend
-from v4_ascend import backends, library
+from v4_ascend import library
 from v4_ascend.backends.npu import capabilities
-from v4_ascend.backends.npu.capabilities import Decision
+from v4_ascend.backends.npu.capabilities import Soc
+from v4_ascend.backends.vendor import ON_DEVICE, Decision
 
-pytestmark = [
-    pytest.mark.contract,
-    pytest.mark.skipif(
-        backends.privateuse1_name() != "npu" or "npu" not in backends.loaded()
-        or not hasattr(sys.modules.get("torch_npu"), "calls"),
-        reason="contract test: needs the simulated npu device with the torch_npu test double "
-        "(run with V4_ASCEND_SIM_DEVICE=npu)",
-    ),
-]
+TABLE = capabilities.CAPABILITIES
+
+pytestmark = contract_marks("npu")
+
+
+def _npu_rows():
+    return {row.op: row for row in v4_ascend.backend_report().rows if row.device == "npu"}
 
 
 def test_contract_backend_report_lists_every_declared_op_on_npu_with_route_and_reason():
-    report = v4_ascend.backend_report()
-    rows = {row.op: row for row in report.rows if row.device == "npu"}
+    rows = _npu_rows()  # the simulated chip is an A2 (Ascend910B2)
     assert set(rows) == set(library.ops())
     for op, row in rows.items():
-        entry = capabilities.route(op)
-        if entry.decision is Decision.VENDOR:  # the simulated chip is an A2 (Ascend910B2)
+        entry = TABLE.route(op)
+        if entry.decision is Decision.VENDOR:
             assert row.backend == "npu", op
-            assert entry.vendor_op in row.kernel and "detected A2 (910B): vendor-fused" in row.kernel, row.kernel
-            assert "reference composition runs on the device" in row.kernel, row.kernel
+            assert entry.vendor_op in row.kernel and "A2 (910B): vendor-fused" in row.kernel, row.kernel
+            assert ON_DEVICE in row.kernel and row.reason.startswith("exact"), row
         else:
             assert row.backend == "reference", op
             npu_why = [why for why in row.why_not_others if why.startswith("npu: ")]
-            assert npu_why and "runs on the device" in npu_why[0] and entry.why in npu_why[0], row
-    text = str(report)
+            assert npu_why == [f"npu: {ON_DEVICE}: {entry.vendor_op or 'no vendor op'} not used: {entry.why}"], row
+    text = str(v4_ascend.backend_report())
     assert all(op in text for op in library.ops())
+
+
+def test_contract_backend_report_on_950_says_why_the_a2_a3_routes_are_not_used(monkeypatch):
+    from v4_ascend.backends.npu import kernels
+
+    monkeypatch.setattr(kernels, "soc", lambda: Soc.A5)
+    for op, row in _npu_rows().items():
+        if op in TABLE.vendor_ops():
+            assert row.backend == "npu" and row.kernel == "reference composition on the device (950PR/DT)", row
+            assert "used on A2 (910B), A3 (910C) only, not on 950PR/DT" in row.reason, row

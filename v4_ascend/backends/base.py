@@ -40,26 +40,25 @@ class BackendModule(Protocol):
 
 
 class KernelTable:
-    """Python kernels of one backend for one dispatch key, with their route descriptions."""
+    """Python kernels of one backend for one dispatch key, registered together by :meth:`register`."""
 
     def __init__(self, dispatch_key: str):
         self.dispatch_key = dispatch_key
         self._lib: torch.library.Library | None = None
-        self._routes: dict[str, Route] = {}
         self._pending: list[tuple[str, object]] = []
 
-    def kernel(self, op: str, description: str):
+    def kernel(self, op: str):
         """Decorator: ``fn`` becomes ``op``'s kernel for this dispatch key once :meth:`register` runs."""
 
         def wrap(fn):
-            self._routes[op] = Route(description, "")
             self._pending.append((op, fn))
             return fn
 
         return wrap
 
-    def not_served(self, op: str, reason: str) -> None:
-        self._routes[op] = Route(None, reason)
+    def registered(self) -> list[str]:
+        """Ops that have a kernel in this table."""
+        return [op for op, _ in self._pending]
 
     def register(self) -> None:
         if self._lib is not None:
@@ -67,11 +66,3 @@ class KernelTable:
         self._lib = torch.library.Library(library.NAMESPACE, "IMPL")
         for op, fn in self._pending:
             self._lib.impl(op, fn, self.dispatch_key)
-
-    def routes(self) -> dict[str, Route]:
-        out = {}
-        for name in library.ops():
-            out[name] = self._routes.get(
-                name, Route(None, "no kernel for this op yet: the reference composition runs on the device")
-            )
-        return out

@@ -86,7 +86,7 @@ def _sinkhorn(logits: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
     return m
 
 
-def _normalised_mixes(x: torch.Tensor, fn: torch.Tensor, norm_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def normalised_mixes(x: torch.Tensor, fn: torch.Tensor, norm_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(rho * (fn @ vec(x)), x in the accumulation dtype)``: the weightless RMSNorm folded after the GEMM."""
     acc = accumulation_dtype(x.dtype)
     flat = x.flatten(1).to(acc)
@@ -101,7 +101,7 @@ def mhc_sinkhorn(logits, iters=V4_SINKHORN_ITERS, eps=V4_EPS):
 
 def mhc_pre(x, fn, scale, base, iters=V4_SINKHORN_ITERS, norm_eps=V4_EPS, hc_eps=V4_EPS):
     T, n, _ = check_mhc_pre(x, fn, scale, base, iters, norm_eps, hc_eps)
-    mixes, streams = _normalised_mixes(x, fn, norm_eps)
+    mixes, streams = normalised_mixes(x, fn, norm_eps)
     scale, base = scale.to(mixes.dtype), base.to(mixes.dtype)
     pre = torch.sigmoid(mixes[:, :n] * scale[0] + base[:n]) + hc_eps
     post = POST_MULTIPLIER * torch.sigmoid(mixes[:, n : 2 * n] * scale[1] + base[n : 2 * n])
@@ -121,6 +121,6 @@ def mhc_post(f, x, post, comb):
 
 def mhc_head(x, fn, scale, base, norm_eps=V4_EPS, hc_eps=V4_EPS):
     check_mhc_head(x, fn, scale, base, norm_eps, hc_eps)
-    mixes, streams = _normalised_mixes(x, fn, norm_eps)
+    mixes, streams = normalised_mixes(x, fn, norm_eps)
     pre = torch.sigmoid(mixes * scale.to(mixes.dtype)[0] + base.to(mixes.dtype)) + hc_eps
     return (pre.unsqueeze(-1) * streams).sum(dim=1).to(x.dtype)

@@ -88,8 +88,14 @@ def check_moe_route(logits, topk, route_scale, bias, token_ids, tid2eid):
 
 
 def router_scores(logits: torch.Tensor) -> torch.Tensor:
-    """V4's ``sqrt(softplus(logits))``, softplus linear above 20 (as TileKernels and ``F.softplus``)."""
-    return torch.nn.functional.softplus(logits, beta=1.0, threshold=20.0).sqrt()
+    """V4's ``sqrt(softplus(logits))``, softplus linear above 20 (as TileKernels and ``F.softplus``).
+
+    Evaluated in fp64 and rounded once to the logits' dtype: PyTorch's fp32 CPU softplus can give equal
+    logits different last bits in its vector and scalar lanes, which broke the tie rule (equal scores go
+    to the lower expert index).
+    """
+    wide = torch.nn.functional.softplus(logits.to(torch.float64), beta=1.0, threshold=20.0).sqrt()
+    return wide.to(logits.dtype)
 
 
 def moe_route(logits, topk, route_scale, bias=None, token_ids=None, tid2eid=None):

@@ -2,7 +2,8 @@
 
 For each op, device and dtype, every case runs through the dispatcher (whatever kernel serves that
 device) and through the Python reference on the host in fp32 (fp64 for fp64 inputs) on the same,
-already rounded, inputs. Integer outputs must match exactly.
+already rounded, inputs. Integer outputs must match exactly, and every output must be on the checked
+device: a kernel (or the reference composition) that went through the CPU fails the check.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def check_op(op: str, device: str | torch.device, dtype: torch.dtype, seed: int 
             args, kwargs = _fresh(case.args), _fresh(case.kwargs)
             ref_args, ref_kwargs = tolerance.upcast(_fresh(case.args)), tolerance.upcast(_fresh(case.kwargs))
             outputs = _as_tuple(spec.overload(*args, **kwargs)) + _mutated(spec, args, kwargs)
+            elsewhere = [str(o.device) for o in outputs if o.device.type != device.type]
+            if elsewhere:
+                raise RuntimeError(f"outputs on {', '.join(elsewhere)}, not on {device.type}")
             expected = _as_tuple(spec.reference(*ref_args, **ref_kwargs)) + _mutated(spec, ref_args, ref_kwargs)
             worst, passed = _compare(outputs, expected, dtype, cases.tolerance_for(op, dtype))
             results.append(CheckResult(op, backend, device.type, dtype, case.name, worst, passed))

@@ -30,22 +30,11 @@ def unavailable_reason() -> str | None:
 def register() -> None:
     from v4_ascend.backends.mlu import kernels
 
-    kernels.TABLE.register()
+    kernels.KERNELS.register()
 
 
 def routes() -> dict[str, Route]:
     """Per declared op, its route on this process's MLU arch (from the capability table)."""
     from v4_ascend.backends.mlu import capabilities, kernels
 
-    arch = capabilities.device_arch(torch.device(DEVICE_TYPE, 0))
-    out = {}
-    for op, served in kernels.TABLE.routes().items():
-        if op not in capabilities.TABLE:
-            out[op] = served
-        elif served.served:
-            out[op] = capabilities.route(op, arch)
-        else:
-            cap = capabilities.TABLE[op]
-            out[op] = Route(None, f"no MLU kernel yet (planned: {cap.route}); the reference composition runs "
-                                  "on the device")
-    return out
+    return kernels.KERNELS.routes(capabilities.device_arch(torch.device(DEVICE_TYPE, 0)))

@@ -1,8 +1,9 @@
-"""Cambricon kernels: each maps one v4_ascend op onto torch_mlu_ops, with why the mapping is exact.
+"""Cambricon kernels: each maps one v4_ascend op onto torch_mlu_ops where :mod:`.capabilities` says it is exact.
 
-Every tmo call goes through :mod:`.tmo`; every route decision comes from :mod:`.capabilities`. When a
-call cannot use tmo exactly (MLU370, fp64, an empty pool), the kernel runs the op's reference on the
-device tensors: the reference composition on the MLU, never a CPU fallback.
+Every tmo call goes through the version-pinned adapter :mod:`.tmo`. :data:`KERNELS` gates every call
+through the capability table: a call tmo cannot serve exactly (MLU370, fp64, a shape outside the tmo op's
+limits) runs the op's reference composition on the device tensors, never on the CPU, and is counted for
+the validation kit.
 """
 
 from __future__ import annotations
@@ -10,23 +11,18 @@ from __future__ import annotations
 import torch
 
 from v4_ascend import _validation as v
-from v4_ascend.backends.base import KernelTable
 from v4_ascend.backends.mlu import capabilities, tmo
+from v4_ascend.backends.vendor import VendorKernels
 from v4_ascend.reference import attention as attn_ref
+from v4_ascend.reference import mhc as mhc_ref
 from v4_ascend.reference import moe as moe_ref
 
-TABLE = KernelTable("PrivateUse1")
+KERNELS = VendorKernels(capabilities.CAPABILITIES, capabilities.device_arch)
 
 
-def _kernel(op: str):
-    return TABLE.kernel(op, f"torch_mlu_ops: {capabilities.TABLE[op].route}")
-
-
-@_kernel("grouped_gemm")
+@KERNELS.kernel("grouped_gemm", moe_ref.check_grouped_gemm)
 def grouped_gemm(x, w, offsets):
-    M, _ = moe_ref.check_grouped_gemm(x, w, offsets)
-    if capabilities.composition_reason(x.device, x.dtype) or w.shape[0] == 0 or M == 0:
-        return moe_ref.grouped_gemm(x, w, offsets)
+    M = x.shape[0]
     counts = torch.diff(offsets, prepend=offsets.new_zeros(1))
     if bool((counts < 0).any() | (offsets[-1] > M)):  # one device-to-host sync
         raise ValueError(f"grouped_gemm: 'offsets' must be non-decreasing cumulative row ends <= {M}")
@@ -36,12 +32,10 @@ def grouped_gemm(x, w, offsets):
     return y.masked_fill(tail[:, None], 0)
 
 
-@_kernel("grouped_gemm_masked")
+@KERNELS.kernel("grouped_gemm_masked", moe_ref.check_grouped_gemm_masked)
 def grouped_gemm_masked(x, w, counts):
-    Mmax, N = moe_ref.check_grouped_gemm_masked(x, w, counts)
-    G, _, K = x.shape
-    if capabilities.composition_reason(x.device, x.dtype) or G == 0 or Mmax == 0:
-        return moe_ref.grouped_gemm_masked(x, w, counts)
+    G, Mmax, K = x.shape
+    N = w.shape[1]
     v.index_range("grouped_gemm_masked", "counts", counts, Mmax + 1, allow_invalid=False)
     full = torch.full((G,), Mmax, dtype=torch.int32, device=x.device)
     y = tmo.group_gemm(x.reshape(G * Mmax, K), w, full, max_m=Mmax).view(G, Mmax, N)
@@ -49,9 +43,8 @@ def grouped_gemm_masked(x, w, counts):
     return y.masked_fill(padded[..., None], 0)
 
 
-@_kernel("sparse_attn")
+@KERNELS.kernel("sparse_attn", attn_ref.check_sparse_attn)
 def sparse_attn(q, kv, idx, sink, scale, extra_kv=None, extra_idx=None, topk_length=None, extra_topk_length=None):
-    attn_ref.check_sparse_attn(q, kv, idx, sink, scale, extra_kv, extra_idx, topk_length, extra_topk_length)
     scopes = [("idx", kv, idx, "topk_length", topk_length)]
     if extra_kv is not None:
         scopes.append(("extra_idx", extra_kv, extra_idx, "extra_topk_length", extra_topk_length))
@@ -59,8 +52,6 @@ def sparse_attn(q, kv, idx, sink, scale, extra_kv=None, extra_idx=None, topk_len
         v.index_range("sparse_attn", idx_name, index, pool.shape[0], allow_invalid=True)
         if length is not None:
             v.index_range("sparse_attn", length_name, length, index.shape[1] + 1, allow_invalid=False)
-    if capabilities.sparse_attn_composition_reason(q, [(pool, index) for _, pool, index, _, _ in scopes]):
-        return attn_ref.sparse_attn(q, kv, idx, sink, scale, extra_kv, extra_idx, topk_length, extra_topk_length)
     sink = None if sink is None else sink.to(torch.float32)
     out, lse = _attend(q, kv, idx, topk_length, sink, scale)
     if extra_kv is not None:
@@ -109,3 +100,29 @@ def _merge(out1, lse1, out2, lse2, sink):
     total = total.masked_fill(torch.isinf(total), 0)  # -inf only when there is nothing at all: out stays 0
     out = out1.float() * torch.exp(mass1 - total)[..., None] + out2.float() * torch.exp(lse2 - total)[..., None]
     return out.to(out1.dtype), torch.logaddexp(lse1, lse2)
+
+
+@KERNELS.kernel("moe_route", moe_ref.check_moe_route)
+def moe_route(logits, topk, route_scale, bias=None, token_ids=None, tid2eid=None):
+    if tid2eid is not None:
+        v.index_range("moe_route", "token_ids", token_ids, tid2eid.shape[0], allow_invalid=False)
+        v.index_range("moe_route", "tid2eid", tid2eid, logits.shape[1], allow_invalid=False)
+        token_ids, tid2eid = token_ids.to(torch.int32), tid2eid.to(torch.int32)
+    return tmo.moe_softplus_topk(logits, topk, token_ids, tid2eid, bias, route_scale)
+
+
+@KERNELS.kernel("mhc_pre", mhc_ref.check_mhc_pre)
+def mhc_pre(x, fn, scale, base, iters=mhc_ref.V4_SINKHORN_ITERS, norm_eps=mhc_ref.V4_EPS, hc_eps=mhc_ref.V4_EPS):
+    # The mixes GEMM (with V4's weightless RMSNorm folded after it) and the weighted stream sum stay
+    # composed on the device; tmo does the split, the sigmoids and the Sinkhorn projection.
+    mixes, streams = mhc_ref.normalised_mixes(x, fn, norm_eps)
+    pre, post, comb = tmo.hc_split_sinkhorn(
+        mixes, scale.to(torch.float32), base.to(torch.float32), x.shape[1], iters, hc_eps
+    )
+    u = (pre.unsqueeze(-1) * streams).sum(dim=1)
+    return u.to(x.dtype), post, comb
+
+
+@KERNELS.kernel("mhc_post", mhc_ref.check_mhc_post)
+def mhc_post(f, x, post, comb):
+    return tmo.fused_mhc_post(f.contiguous(), x.contiguous(), post.to(torch.float32), comb.to(torch.float32))

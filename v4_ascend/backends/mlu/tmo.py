@@ -158,3 +158,53 @@ def single_query_cached_kv_attn(
         compute_dtype=torch.float32,
         **{_keyword(function, "learnable_sink", "sink"): sink},
     )
+
+
+def moe_softplus_topk(
+    logits: torch.Tensor,
+    topk: int,
+    token_ids: torch.Tensor | None,
+    tid2eid: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    route_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """V4 routing: ``(weights [T, topk] fp32, expert ids [T, topk] int32)``.
+
+    ``logits [T, E]`` fp32. Scores are ``sqrt(softplus(logits))``; without ``tid2eid`` the top ``topk``
+    experts of ``scores + bias`` are picked (``bias [E]`` fp32, selection only), with it expert ids are
+    ``tid2eid[token_ids]`` (``token_ids [T]``, ``tid2eid [V, topk]`` int32); weights are the picked scores
+    renormalised and multiplied by ``route_scale``. Called by keyword: the argument order differs between
+    tmo copies (``topk`` second in the Python wrapper, after the optional tensors in the schema).
+    """
+    return _tmo().moe_softplus_topk(
+        input=logits, topk=topk, input_ids=token_ids, tid2eid=tid2eid, bias=bias, route_scale=route_scale
+    )
+
+
+def hc_split_sinkhorn(
+    mixes: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor, hc_mult: int, sinkhorn_iter: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mHC split + Sinkhorn: ``(pre [T, n], post [T, n], comb [T, n, n])``, all fp32.
+
+    ``mixes [T, (2 + n) * n]`` fp32 (the normalised mixes GEMM), ``hc_scale [3]``, ``hc_base [(2 + n) * n]``
+    fp32: ``pre = sigmoid(mixes[:, :n] * hc_scale[0] + hc_base[:n]) + eps``, ``post = 2 * sigmoid(...)`` of
+    the next ``n``, ``comb`` the Sinkhorn projection of the last ``n * n`` (``sinkhorn_iter`` iterations,
+    ``eps``). ``pre_scale`` is not used (None).
+    """
+    return _tmo().hc_split_sinkhorn(
+        mixes=mixes, hc_scale=hc_scale, hc_base=hc_base, pre_scale=None, hc_mult=hc_mult,
+        sinkhorn_iter=sinkhorn_iter, eps=eps,
+    )
+
+
+def fused_mhc_post(
+    x: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: torch.Tensor
+) -> torch.Tensor:
+    """mHC post: ``out[:, j] = post[:, j, None] * x + sum_i comb[:, i, j, None] * residual[:, i]``.
+
+    ``x [N, D]`` the sublayer output, ``residual [N, HC, D]`` the streams (same dtype), ``post [N, HC]`` and
+    ``comb [N, HC, HC]`` fp32; returns ``[N, HC, D]`` in the streams' dtype. Built for D = 4096, HC = 4.
+    The optional RMS output is not requested (``compute_rms=False``).
+    """
+    out, _ = _tmo().fused_mhc_post(x=x, residual=residual, post=post, comb=comb, compute_rms=False, eps=1e-6)
+    return out

@@ -40,10 +40,11 @@ def load_native() -> str | None:
 def register() -> None:
     from v4_ascend.backends.npu import kernels
 
-    kernels.TABLE.register()
+    kernels.KERNELS.register()
 
 
 def routes() -> dict[str, Route]:
+    """Per declared op, its route on this process's SoC (from the capability table)."""
     from v4_ascend.backends.npu import kernels
 
-    return kernels.routes()
+    return kernels.KERNELS.routes(kernels.soc())

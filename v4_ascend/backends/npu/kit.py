@@ -39,9 +39,4 @@ def summary_lines() -> list[str]:
         f"SoC: {kernels.soc().label}; torch_npu {kernels.VENDOR_VERSION}; "
         f"_C_npu glue: {'loaded' if kernels.NATIVE_GMM else 'not built'}"
     )
-    fallbacks = kernels.reference_fallbacks()
-    if not fallbacks:
-        lines.append("no call left a vendor route for the on-device reference composition")
-    for (op, reason), count in sorted(fallbacks.items()):
-        lines.append(f"{op}: {count} call(s) ran the reference composition on the device: {reason}")
-    return lines
+    return lines + kernels.KERNELS.fallback_lines()
