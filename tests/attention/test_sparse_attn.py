@@ -74,6 +74,7 @@ def test_matches_dense_fp64_oracle(dtype, shape):
 
 def test_row_without_valid_slot_gives_zero_and_minus_inf():
     q, kv, idx, sink, scale, _ = random_problem(3, 2, 8, 5, 4)
+    idx[0, 0] = 3  # row 0 keeps a valid slot whatever the random holes
     idx[1] = -1
     for s in (sink, None):
         out, lse = sparse_attn(q, kv, idx, s, scale, topk_length=torch.tensor([4, 4, 0], dtype=torch.int32))
