@@ -7,7 +7,7 @@ STAMP := $(VENV)/.v4_ascend-installed
 SOURCES := pyproject.toml setup.py $(shell find csrc -type f 2>/dev/null)
 PYTEST := OMP_NUM_THREADS=1 tools/run-pytest $(BIN)/python
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint cpp-test clean
 
 setup: $(STAMP)
 
@@ -26,8 +26,14 @@ run: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The torch-free kernel cores on their own: every header compiles without torch; C++ unit tests.
+cpp-test:
+	cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build build/cmake -j2
+	ctest --test-dir build/cmake --output-on-failure
+
 # The suite runs once plain, then once per simulated vendor device (one PrivateUse1 name per process).
-test: lint
+test: lint cpp-test
 	$(PYTEST)
 	V4_ASCEND_SIM_DEVICE=npu $(PYTEST) -m "device or contract"
 	V4_ASCEND_SIM_DEVICE=mlu $(PYTEST) -m "device or contract"
