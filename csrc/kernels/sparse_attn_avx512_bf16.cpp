@@ -60,20 +60,17 @@ struct PvTile {
   }
 };
 
-inline __m512 widen(__m256i bf16) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16), 16)); }
-
 struct BF16 {
   using T = uint16_t;
   static constexpr int kStep = 32;
   static __m512 dot(__m512 acc, const uint16_t* a, const uint16_t* b) {
     return _mm512_dpbf16_ps(acc, as_bf16(_mm512_loadu_si512(a)), as_bf16(_mm512_loadu_si512(b)));
   }
-  // Rounds the weights to bf16 and returns the rounded ones, so that the output is an exact convex
-  // combination of the weights actually used.
+  // Keeps the weights rounded to bf16 for the PV product; the running sum (hence lse) adds the
+  // unrounded ones, so that lse stays as accurate as in fp32.
   static __m512 store_probs(const Workspace& ws, int64_t h, __m512 p0, __m512 p1) {
-    const __m512i packed = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
-    _mm512_storeu_si512(reinterpret_cast<uint16_t*>(ws.probs) + h * kBlock, packed);
-    return _mm512_add_ps(widen(_mm512_castsi512_si256(packed)), widen(_mm512_extracti64x4_epi64(packed, 1)));
+    _mm512_storeu_si512(reinterpret_cast<uint16_t*>(ws.probs) + h * kBlock, (__m512i)_mm512_cvtne2ps_pbh(p1, p0));
+    return _mm512_add_ps(p0, p1);
   }
   static void accumulate(const Workspace& ws, const uint16_t* const* block, int64_t valid, int64_t heads,
                          int64_t dim) {
