@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules under v4_ascend.cli, in help order.
-COMMANDS = ("info", "check")
+COMMANDS = ("info", "check", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
