@@ -19,6 +19,9 @@ def register(subparsers) -> None:
     parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 7, --quick 5; min 5)")
     parser.add_argument("--json", metavar="PATH", help="write one JSON object per row to PATH (JSON lines)")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups to PATH (needs matplotlib)")
+    parser.add_argument("--clock", choices=sorted(harness.CLOCKS), default="wall",
+                        help="wall time (default), or process CPU time, which leaves out time spent descheduled on a "
+                        "busy machine (one CPU thread only)")
     parser.add_argument("--quick", action="store_true", help="a small subset with smaller ceilings (< 1 minute)")
     parser.set_defaults(func=run)
 
@@ -31,6 +34,9 @@ def run(args) -> int:
     if reps < 5 or args.threads < 1:
         console.print("[red]bench: --reps must be >= 5 and --threads >= 1[/red]")
         return 2
+    if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
+        console.print("[red]bench: --clock cpu measures one CPU thread only (--threads 1 --device cpu)[/red]")
+        return 2
     try:
         cases = bench.cases(args.op, quick=args.quick)
     except ValueError as error:
@@ -39,12 +45,12 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     with torch.inference_mode():
-        ceilings = harness.measure_ceilings(device, args.quick)
-        meta = harness.metadata(device, ceilings)
+        ceilings = harness.measure_ceilings(device, args.quick, args.clock)
+        meta = harness.metadata(device, ceilings, args.clock)
         gemm = ", ".join(f"{harness.dtype_name(k)} {v:.0f}" for k, v in ceilings.gemm.items())
         console.print(f"{meta['cpu']}, torch {meta['torch']}, {device}, {args.threads} thread(s), {reps} reps; "
                       f"ceilings: mm GFLOP/s {gemm}; copy {ceilings.copy:.1f} GB/s")
-        rows = harness.run_cases(cases, device, ceilings, reps, console)
+        rows = harness.run_cases(cases, device, ceilings, reps, console, args.clock)
     harness.render(rows, ceilings, console)
     if args.json:
         harness.write_json(rows, args.json, meta)
