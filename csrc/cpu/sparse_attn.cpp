@@ -111,6 +111,7 @@ void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& idx, const
          const std::optional<at::Tensor>& length, const std::optional<at::Tensor>& extra_length, at::Tensor& out,
          at::Tensor& lse) {
   const int64_t T_ = q.size(0), H = q.size(1), D = q.size(2);
+  if (T_ == 0 || H == 0) return;  // nothing to compute (and no head groups to form)
   v4k::KvScope<T> scopes[2] = {scope<T>(kv, idx, length), {}};
   int n_scopes = 1;
   if (extra_kv) scopes[n_scopes++] = scope<T>(*extra_kv, *extra_idx, extra_length);

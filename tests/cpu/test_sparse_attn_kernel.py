@@ -136,6 +136,13 @@ def test_nothing_to_attend(dtype, pool, width):
     assert (out == 0).all() and (lse == float("-inf")).all()
 
 
+@pytest.mark.parametrize("tokens, heads", [(0, 4), (2, 0)])
+def test_no_tokens_or_no_heads(tokens, heads):
+    out, lse = kernel(torch.randn(tokens, heads, 64), torch.randn(5, 64), torch.zeros(tokens, 3, dtype=torch.int32),
+                      None, 0.125)
+    assert out.shape == (tokens, heads, 64) and lse.shape == (tokens, heads)
+
+
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
 def test_non_contiguous_inputs_are_made_contiguous(dtype):
     q, kv, idx, sink, scale, _ = random_inputs(3, 4, 64, 50, 40, dtype)
