@@ -19,7 +19,7 @@ namespace {
 
 KernelEntry& entry = describe_kernel(
     "sparse_attn",
-    "C++ fused gather + online softmax + PV over blocks of 32 rows, each KV row read in place once for all "
+    "C++ fused gather + online softmax + PV over blocks of 128 rows, each KV row read in place once for all "
     "heads; AVX-512 (fp32, bf16 with AVX512-BF16) for head dims that are multiples of 32, else portable; "
     "threads over tokens x head groups");
 

@@ -11,7 +11,7 @@
 
 namespace v4k::avx512 {
 
-constexpr int64_t kBlock = 32;  // rows per block (even: bf16 PV multiplies pairs of rows)
+constexpr int64_t kBlock = 128;  // rows per block (a multiple of 32: bf16 PV multiplies pairs of rows)
 
 // True when the vector kernels handle this head dimension (a multiple of 32).
 inline bool supports_dim(int64_t dim) { return dim > 0 && dim % 32 == 0; }

@@ -68,8 +68,8 @@ struct BF16 {
   }
   // Keeps the weights rounded to bf16 for the PV product; the running sum (hence lse) adds the
   // unrounded ones, so that lse stays as accurate as in fp32.
-  static __m512 store_probs(const Workspace& ws, int64_t h, __m512 p0, __m512 p1) {
-    _mm512_storeu_si512(reinterpret_cast<uint16_t*>(ws.probs) + h * kBlock, (__m512i)_mm512_cvtne2ps_pbh(p1, p0));
+  static __m512 store_probs(const Workspace& ws, int64_t at, __m512 p0, __m512 p1) {
+    _mm512_storeu_si512(reinterpret_cast<uint16_t*>(ws.probs) + at, (__m512i)_mm512_cvtne2ps_pbh(p1, p0));
     return _mm512_add_ps(p0, p1);
   }
   static void accumulate(const Workspace& ws, const uint16_t* const* block, int64_t valid, int64_t heads,

@@ -3,9 +3,10 @@
 // linkage, so each translation unit compiles its own copy for its own ISA.
 //
 // A dtype policy V provides: T (element type), kStep (columns per product), dot(acc, a, b) (acc +=
-// lane-wise products of kStep columns), store_probs(ws, h, p0, p1) (keeps the 32 softmax weights of
-// head h for the PV product and returns what to add to the running sum), accumulate(ws, block, valid,
-// heads, dim) (acc += P x rows for the block) and store_out(out, acc, factor, dim).
+// lane-wise products of kStep columns), store_probs(ws, at, p0, p1) (keeps 32 softmax weights as
+// slots [at, at + 32) of probs for the PV product and returns what to add to the running sum),
+// accumulate(ws, block, valid, heads, dim) (acc += P x rows for the block) and
+// store_out(out, acc, factor, dim).
 #pragma once
 #include <immintrin.h>
 
@@ -66,14 +67,15 @@ inline __m512 sum16(const __m512* v) {
   return fold32(fold64(e[0], e[1]), fold64(e[2], e[3]));
 }
 
-// logits [heads, kBlock] = scale * q [heads, D] x block [kBlock, D]^T, in tiles of 4 heads x 4 rows
-// (a head tail repeats the last head and drops those lanes).
+// logits [heads, rows] = scale * q [heads, D] x block [rows, D]^T for the first `valid` rows rounded up
+// to the 4-row tile (pads are zero rows), in tiles of 4 heads x 4 rows (a head tail repeats the last
+// head and drops those lanes).
 template <typename V>
-void block_logits(const typename V::T* q, const typename V::T* const* block, int64_t heads, int64_t dim,
-                  float scale, float* logits) {
+void block_logits(const typename V::T* q, const typename V::T* const* block, int64_t valid, int64_t heads,
+                  int64_t dim, float scale, float* logits) {
   using T = typename V::T;
   alignas(64) float lanes[kTile * kTile];
-  for (int64_t b0 = 0; b0 < kBlock; b0 += kTile) {
+  for (int64_t b0 = 0; b0 < valid; b0 += kTile) {
     const T* r[kTile] = {block[b0], block[b0 + 1], block[b0 + 2], block[b0 + 3]};
     for (int64_t h0 = 0; h0 < heads; h0 += kTile) {
       const T* qh[kTile];
@@ -97,12 +99,19 @@ void block_softmax(const Workspace& ws, int64_t heads, int64_t dim, int64_t vali
   const auto lanes = [](int64_t n) {
     return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
   };
-  const __mmask16 lo = lanes(valid), hi = lanes(valid - 16);
+  constexpr int kVectors = kBlock / 16;
+  __mmask16 mask[kVectors];
+  for (int k = 0; k < kVectors; ++k) mask[k] = lanes(valid - 16 * k);
   const __m512 neg_inf = _mm512_set1_ps(kNegInf);
   for (int64_t h = 0; h < heads; ++h) {
     const float* s = ws.logits + h * kBlock;
-    const __m512 s0 = _mm512_mask_loadu_ps(neg_inf, lo, s), s1 = _mm512_mask_loadu_ps(neg_inf, hi, s + 16);
-    const float block_peak = _mm512_reduce_max_ps(_mm512_max_ps(s0, s1));
+    __m512 logit[kVectors];
+    __m512 top = neg_inf;
+    for (int k = 0; k < kVectors; ++k) {
+      logit[k] = _mm512_mask_loadu_ps(neg_inf, mask[k], s + 16 * k);
+      top = _mm512_max_ps(top, logit[k]);
+    }
+    const float block_peak = _mm512_reduce_max_ps(top);
     if (block_peak > ws.peak[h]) {
       const float shrink = std::exp(ws.peak[h] - block_peak);
       ws.total[h] *= shrink;
@@ -112,7 +121,11 @@ void block_softmax(const Workspace& ws, int64_t heads, int64_t dim, int64_t vali
       ws.peak[h] = block_peak;
     }
     const __m512 peak = _mm512_set1_ps(ws.peak[h] == kNegInf ? 0.0f : ws.peak[h]);  // all -inf: weights 0
-    const __m512 kept = V::store_probs(ws, h, exp16(_mm512_sub_ps(s0, peak)), exp16(_mm512_sub_ps(s1, peak)));
+    __m512 kept = _mm512_setzero_ps();
+    for (int k = 0; k < kVectors; k += 2) {
+      const __m512 p0 = exp16(_mm512_sub_ps(logit[k], peak)), p1 = exp16(_mm512_sub_ps(logit[k + 1], peak));
+      kept = _mm512_add_ps(kept, V::store_probs(ws, h * kBlock + 16 * k, p0, p1));
+    }
     ws.total[h] += _mm512_reduce_add_ps(kept);
   }
 }
@@ -144,7 +157,7 @@ void attend(const typename V::T* q, const typename V::T* const* rows, int64_t n_
   for (int64_t r0 = 0; r0 < n_rows; r0 += kBlock) {
     const int64_t valid = smaller(kBlock, n_rows - r0);
     for (int64_t b = 0; b < kBlock; ++b) block[b] = b < valid ? rows[r0 + b] : static_cast<const T*>(ws.zero_row);
-    block_logits<V>(q, block, heads, dim, scale, ws.logits);
+    block_logits<V>(q, block, valid, heads, dim, scale, ws.logits);
     block_softmax<V>(ws, heads, dim, valid);
     V::accumulate(ws, block, valid, heads, dim);
   }

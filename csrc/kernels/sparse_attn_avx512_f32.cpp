@@ -44,9 +44,9 @@ struct F32 {
   static __m512 dot(__m512 acc, const float* a, const float* b) {
     return _mm512_fmadd_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(b), acc);
   }
-  static __m512 store_probs(const Workspace& ws, int64_t h, __m512 p0, __m512 p1) {
-    _mm512_storeu_ps(ws.probs + h * kBlock, p0);
-    _mm512_storeu_ps(ws.probs + h * kBlock + 16, p1);
+  static __m512 store_probs(const Workspace& ws, int64_t at, __m512 p0, __m512 p1) {
+    _mm512_storeu_ps(ws.probs + at, p0);
+    _mm512_storeu_ps(ws.probs + at + 16, p1);
     return _mm512_add_ps(p0, p1);
   }
   static void accumulate(const Workspace& ws, const float* const* block, int64_t valid, int64_t heads, int64_t dim) {
