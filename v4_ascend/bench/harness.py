@@ -126,18 +126,20 @@ def _best_of(fn: Callable[[], object], sync: Callable[[], None], reps: int, cloc
 
 
 def measure_ceilings(device: torch.device, quick: bool, clock: str = "wall") -> Ceilings:
-    """Large-mm GFLOP/s (fp32, bf16) and copy GB/s of this machine, with the current threads."""
+    """Large-mm GFLOP/s (fp32, bf16) and copy GB/s of this machine, with the current threads (best of
+    10 calls, 5 when quick: one busy moment of a shared VM must not lower the ceiling of a whole run)."""
     sync, timer = synchronizer(device), CLOCKS[clock]
+    reps = 5 if quick else 10
     n = 1024 if quick else 2048
     gemm = {}
     for dtype in (torch.float32, torch.bfloat16):
         a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
         out = torch.empty(n, n, device=device, dtype=dtype)
-        gemm[dtype] = 2 * n**3 / _best_of(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), sync, 5, timer) / 1e9
+        gemm[dtype] = 2 * n**3 / _best_of(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), sync, reps, timer) / 1e9
     elements = (16 if quick else 64) << 20
     src = torch.randn(elements, device=device)
     dst = torch.empty_like(src).fill_(1.0)  # touched: page faults are not bandwidth
-    copy = 2 * src.nbytes / _best_of(lambda: dst.copy_(src), sync, 5, timer) / 1e9
+    copy = 2 * src.nbytes / _best_of(lambda: dst.copy_(src), sync, reps, timer) / 1e9
     return Ceilings(gemm, copy)
 
 
