@@ -1,4 +1,4 @@
-"""The benchmark suite runs end to end (a smoke test: timings are never asserted)."""
+"""The benchmark suite runs end to end on the device under test (a smoke test: timings are never asserted)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ import pytest
 
 from v4_ascend import bench
 from v4_ascend.bench import harness
+from v4_ascend.report import serving_backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_quick_sparse_attn_bench_writes_json_lines(tmp_path):
+@pytest.mark.device
+def test_quick_sparse_attn_bench_writes_json_lines(tmp_path, device):
     out = tmp_path / "bench.jsonl"
     done = subprocess.run(
-        [sys.executable, "-m", "v4_ascend.cli", "bench", "--quick", "--op", "sparse_attn", "--json", str(out),
-         "--plot", str(tmp_path / "speedup.png")],
+        [sys.executable, "-m", "v4_ascend.cli", "bench", "--quick", "--op", "sparse_attn", "--device", device.type,
+         "--json", str(out), "--plot", str(tmp_path / "speedup.png")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -29,7 +31,8 @@ def test_quick_sparse_attn_bench_writes_json_lines(tmp_path):
     quick_cases = {case.name for case in bench.cases(["sparse_attn"], quick=True)}
     assert {r["case"] for r in records} == quick_cases
     for record in records:
-        assert record["op"] == "sparse_attn" and record["backend"] == "cpu" and record["threads"] == 1
+        assert record["op"] == "sparse_attn" and record["threads"] == 1
+        assert record["backend"] == serving_backend("sparse_attn", device.type)[0]
         assert record["baseline"].startswith("peer")
         assert len(record["kernel_s"]["all"]) >= 5 and record["ratio"] > 0 and record["gflops"] > 0
         assert {"torch", "cpu", "ceilings", "fraction_of_ceiling"} <= record.keys()

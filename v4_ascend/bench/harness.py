@@ -102,10 +102,20 @@ class Row:
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
-    """Waits for queued device work (a no-op on the CPU, whose ops are synchronous)."""
+    """Waits for queued device work: a no-op on the CPU (synchronous ops), else
+    ``torch.accelerator.synchronize``, or the device module's ``synchronize`` (``torch.npu``,
+    ``torch.mlu``, ...) where the accelerator API does not support the backend."""
     if device.type == "cpu":
         return lambda: None
-    return torch.accelerator.synchronize
+    try:
+        torch.accelerator.synchronize()
+        return torch.accelerator.synchronize
+    except RuntimeError:
+        module = getattr(torch, device.type, None)
+        if module is None or not hasattr(module, "synchronize"):
+            raise
+        module.synchronize()
+        return module.synchronize
 
 
 # Clocks: wall time (the protocol), or the CPU time of this process, which leaves out the time the
