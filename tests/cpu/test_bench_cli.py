@@ -8,10 +8,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from v4_ascend import bench
 from v4_ascend.bench import harness
+from v4_ascend.bench import sparse_attn as sparse_attn_cases
 from v4_ascend.report import serving_backend
+from v4_ascend.testing import tolerance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -60,3 +63,13 @@ def test_alternating_timer_runs_every_contender_reps_times_plus_warmup():
     assert calls == {"a": 6, "b": 6}
     assert all(len(t.seconds) == 5 and t.min <= t.median for t in timings.values())
     assert harness.geomean([2.0, 8.0]) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("hca", [False, True], ids=["csa", "hca"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_decode_peer_computes_the_same_attention(hca, dtype):
+    # A speedup over a peer only means something if the peer computes the same thing.
+    work = sparse_attn_cases.decode(torch.device("cpu"), dtype=dtype, batch=2, n_c=1024, hca=hca)
+    kernel_out, _ = work.kernel()
+    for peer in work.baselines.values():
+        tolerance.assert_close(peer(), kernel_out.float(), dtype, "peer vs kernel")
