@@ -1,7 +1,8 @@
 """The measuring machinery of the benchmark suite (protocol: ``shared/spec/perf.md``).
 
-- Machine ceilings are measured at start-up: a large fp32 and bf16 ``torch.mm`` (GFLOP/s) and a
-  large tensor copy (GB/s, bytes read + written).
+- Machine ceilings are measured at start-up and again at the end, keeping the higher value (a busy
+  moment of a shared VM must not lower the ceiling of a whole run): a large fp32 and bf16 ``torch.mm``
+  (GFLOP/s) and a large tensor copy (GB/s, bytes read + written).
 - Each case times the kernel under test and its named baselines in the same process, alternating
   (the order flips every round so that neither side always runs on a warmer cache), after one warm-up
   call each; the minimum and the median of the repetitions are kept.
@@ -60,6 +61,14 @@ class Ceilings:
 
     def of(self, case: Case) -> float:
         return self.copy if case.bound == "copy" else self.gemm[case.dtype]
+
+    def __str__(self) -> str:
+        gemm = ", ".join(f"{dtype_name(k)} {v:.0f}" for k, v in self.gemm.items())
+        return f"mm GFLOP/s {gemm}; copy {self.copy:.1f} GB/s"
+
+    def best(self, other: Ceilings) -> Ceilings:
+        """The higher of two measurements of each ceiling."""
+        return Ceilings({k: max(v, other.gemm[k]) for k, v in self.gemm.items()}, max(self.copy, other.copy))
 
 
 @dataclass(frozen=True)
@@ -137,7 +146,7 @@ def _best_of(fn: Callable[[], object], sync: Callable[[], None], reps: int, cloc
 
 def measure_ceilings(device: torch.device, quick: bool, clock: str = "wall") -> Ceilings:
     """Large-mm GFLOP/s (fp32, bf16) and copy GB/s of this machine, with the current threads (best of
-    10 calls, 5 when quick: one busy moment of a shared VM must not lower the ceiling of a whole run)."""
+    10 calls, 5 when quick)."""
     sync, timer = synchronizer(device), CLOCKS[clock]
     reps = 5 if quick else 10
     n = 1024 if quick else 2048

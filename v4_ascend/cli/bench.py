@@ -46,11 +46,14 @@ def run(args) -> int:
     device = torch.device(args.device)
     with torch.inference_mode():
         ceilings = harness.measure_ceilings(device, args.quick, args.clock)
-        meta = harness.metadata(device, ceilings, args.clock)
-        gemm = ", ".join(f"{harness.dtype_name(k)} {v:.0f}" for k, v in ceilings.gemm.items())
-        console.print(f"{meta['cpu']}, torch {meta['torch']}, {device}, {args.threads} thread(s), {reps} reps; "
-                      f"ceilings: mm GFLOP/s {gemm}; copy {ceilings.copy:.1f} GB/s")
+        console.print(f"{harness.cpu_model()}, torch {torch.__version__}, {device}, {args.threads} thread(s), "
+                      f"{reps} reps, {args.clock} clock; ceilings at start-up: {ceilings}")
         rows = harness.run_cases(cases, device, ceilings, reps, console, args.clock)
+        ceilings = ceilings.best(harness.measure_ceilings(device, args.quick, args.clock))
+        for row in rows:
+            row.ceiling = ceilings.of(row.case)
+        console.print(f"ceilings used (the higher of start-up and end): {ceilings}")
+        meta = harness.metadata(device, ceilings, args.clock)
     harness.render(rows, ceilings, console)
     if args.json:
         harness.write_json(rows, args.json, meta)
