@@ -73,3 +73,13 @@ def test_decode_peer_computes_the_same_attention(hca, dtype):
     kernel_out, _ = work.kernel()
     for peer in work.baselines.values():
         tolerance.assert_close(peer(), kernel_out.float(), dtype, "peer vs kernel")
+
+
+def test_peak_growth_sees_a_large_temporary_allocation():
+    cpu = torch.device("cpu")
+    grown = harness.peak_growth(lambda: torch.ones(16 << 20), cpu)  # 64 MiB, touched, then freed
+    if grown is None:
+        pytest.skip("peak memory is only measured on Linux")
+    assert grown >= 60 * 2**20
+    assert harness.peak_growth(lambda: None, cpu) < 8 * 2**20
+    assert harness.peak_growth(lambda: None, torch.device("meta")) is None

@@ -7,19 +7,24 @@
   (the order flips every round so that neither side always runs on a warmer cache), after one warm-up
   call each; the minimum and the median of the repetitions are kept.
 - Each (case, baseline) pair is one row: times, GFLOP/s from an analytic FLOP count and/or GB/s from
-  the minimum bytes that must move, the fraction of the machine ceiling, and the speedup (baseline
-  minimum / kernel minimum). Tables end with the geometric mean of the speedups.
+  the minimum bytes that must move, the fraction of the machine ceiling, the speedup (baseline
+  minimum / kernel minimum) and, on Linux CPUs, the peak memory growth of one call of each side.
+  Tables end with the geometric mean of the speedups.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import json
 import math
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from rich.console import Console
@@ -95,7 +100,8 @@ class Row:
     bytes: float
     ceiling: float
     note: str = ""
-    extra: dict = field(default_factory=dict)
+    kernel_peak: float | None = None  # peak resident-memory growth of one call, bytes (None: not measured)
+    reference_peak: float | None = None
 
     def rate(self, timing: Timing) -> float:
         """GFLOP/s for compute-bound cases, GB/s for bandwidth-bound ones (at the minimum time)."""
@@ -179,6 +185,42 @@ def time_alternating(fns: dict[str, Callable[[], object]], sync: Callable[[], No
     return {name: Timing(tuple(values)) for name, values in seconds.items()}
 
 
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return libc if hasattr(libc, "malloc_trim") else None
+    except (OSError, TypeError):
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _status_kib(field_name: str) -> int:
+    with open("/proc/self/status") as status:
+        return int(re.search(rf"^{field_name}:\s+(\d+) kB", status.read(), re.M).group(1))
+
+
+def peak_growth(fn: Callable[[], object], device: torch.device) -> float | None:
+    """Bytes by which one call raises the process's peak resident memory above what was resident
+    before it (outputs included), on Linux CPUs; None elsewhere. Freed heap memory is first returned to
+    the system (glibc ``malloc_trim``); what an allocator still holds and reuses is not seen, so this is
+    a lower bound."""
+    if device.type != "cpu":
+        return None
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # resets VmHWM to the current VmRSS
+        before = _status_kib("VmRSS")
+        fn()
+        return 1024.0 * max(0, _status_kib("VmHWM") - before)
+    except (OSError, AttributeError):
+        return None
+
+
 KERNEL = "kernel"
 
 
@@ -192,11 +234,13 @@ def run_cases(cases: list[Case], device: torch.device, ceilings: Ceilings, reps:
         for case in cases:
             progress.update(task, description=f"{case.op} {case.name} {dtype_name(case.dtype)}")
             work = case.build(device)
-            timings = time_alternating({KERNEL: work.kernel, **work.baselines}, sync, reps, CLOCKS[clock])
+            contenders = {KERNEL: work.kernel, **work.baselines}
+            timings = time_alternating(contenders, sync, reps, CLOCKS[clock])
+            peaks = {name: peak_growth(fn, device) for name, fn in contenders.items()}
             backend, _ = serving_backend(case.op, device.type)
             for baseline in work.baselines:
                 rows.append(Row(case, baseline, backend, timings[KERNEL], timings[baseline], work.flops, work.bytes,
-                                ceilings.of(case), work.note))
+                                ceilings.of(case), work.note, peaks[KERNEL], peaks[baseline]))
             del work
             progress.advance(task)
     return rows
@@ -204,6 +248,10 @@ def run_cases(cases: list[Case], device: torch.device, ceilings: Ceilings, reps:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def megabytes(amount: float | None) -> str:
+    return "n/a" if amount is None else f"{amount / 2**20:.1f}"
 
 
 def geomean(values: Iterable[float]) -> float:
@@ -219,7 +267,7 @@ def render(rows: list[Row], ceilings: Ceilings, console: Console) -> None:
     for op, op_rows in by_op.items():
         table = Table(title=f"{op} (served by: {op_rows[0].backend})", show_lines=False)
         for column in ("case", "dtype", "kernel ms min / med", "baseline", "baseline ms min / med", "kernel rate",
-                       "% ceil.", "baseline % ceil.", "speedup"):
+                       "% ceil.", "baseline % ceil.", "peak MB kernel / baseline", "speedup"):
             table.add_column(column, justify="left" if column in ("case", "dtype", "baseline") else "right")
         for row in op_rows:
             unit = "GB/s" if row.case.bound == "copy" else "GFLOP/s"
@@ -227,8 +275,9 @@ def render(rows: list[Row], ceilings: Ceilings, console: Console) -> None:
                           f"{row.kernel.min * 1e3:.3f} / {row.kernel.median * 1e3:.3f}", row.baseline,
                           f"{row.reference.min * 1e3:.3f} / {row.reference.median * 1e3:.3f}",
                           f"{row.rate(row.kernel):.1f} {unit}", f"{100 * row.fraction(row.kernel):.0f} %",
-                          f"{100 * row.fraction(row.reference):.0f} %", f"{row.speedup:.2f}x")
-        table.add_row("geomean", "", "", "", "", "", "", "", f"{geomean(r.speedup for r in op_rows):.2f}x",
+                          f"{100 * row.fraction(row.reference):.0f} %",
+                          f"{megabytes(row.kernel_peak)} / {megabytes(row.reference_peak)}", f"{row.speedup:.2f}x")
+        table.add_row("geomean", "", "", "", "", "", "", "", "", f"{geomean(r.speedup for r in op_rows):.2f}x",
                       style="bold")
         console.print(table)
         notes = {r.case.name: f"{r.case.shape}{'; ' + r.note if r.note else ''}" for r in op_rows}
@@ -280,6 +329,8 @@ def write_json(rows: list[Row], path: str, meta: dict) -> None:
                 "baseline_fraction_of_ceiling": row.fraction(row.reference),
                 "ratio": row.speedup,
                 "ratio_median": row.reference.median / row.kernel.median,
+                "kernel_peak_bytes": row.kernel_peak,
+                "baseline_peak_bytes": row.reference_peak,
                 "note": row.note,
                 **meta,
             }
