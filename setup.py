@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 def cpu_extension():
     return CppExtension(
         "v4_ascend._C",
-        sources=sorted(glob("csrc/cpu/*.cpp")),
+        sources=sorted(glob("csrc/cpu/*.cpp") + glob("csrc/kernels/*.cpp")),
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_compile_args={"cxx": ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno"]},
         extra_link_args=["-fopenmp"],

@@ -1,18 +1,38 @@
-// ATen adapter of the sparse attention kernel: argument checks, dtype dispatch, threading.
+// ATen adapter of the sparse attention kernels: argument checks, dtype and ISA dispatch, threading.
+// Non-contiguous inputs are made contiguous here (a copy of that input), never rejected.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
+#include <optional>
+#include <type_traits>
+#include <vector>
 
 #include "cpu/checks.h"
 #include "cpu/registry.h"
 #include "kernels/sparse_attn.h"
+#include "kernels/sparse_attn_avx512.h"
 
 namespace v4_ascend::cpu {
 namespace {
 
 KernelEntry& entry = describe_kernel(
-    "sparse_attn", "C++ fused gather + online softmax, each KV row loaded once for all heads, OpenMP over tokens");
+    "sparse_attn",
+    "C++ fused gather + online softmax + PV over blocks of 128 rows, each KV row read in place once for all "
+    "heads; AVX-512 (fp32, bf16 with AVX512-BF16) for head dims that are multiples of 32, else portable; "
+    "threads over tokens x head groups");
+
+bool has_avx512() {
+  static const bool found = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return found;
+}
+
+bool has_avx512_bf16() {
+  static const bool found = has_avx512() && __builtin_cpu_supports("avx512bf16");
+  return found;
+}
 
 template <typename T>
 v4k::KvScope<T> scope(const at::Tensor& kv, const at::Tensor& idx, const std::optional<at::Tensor>& length) {
@@ -25,31 +45,102 @@ v4k::KvScope<T> scope(const at::Tensor& kv, const at::Tensor& idx, const std::op
   return s;
 }
 
+// The attention of one token for `heads` heads starting at q, given its gathered row pointers.
+// Per-thread scratch lives in the object; the vector kernels serve fp32 and bf16 when the CPU and
+// the head dim allow, the portable kernel everything else.
+template <typename T, typename A = typename v4k::Acc<T>::type>
+class TokenAttention {
+ public:
+  TokenAttention(int64_t heads, int64_t dim, double scale) : heads_(heads), dim_(dim), scale_(scale) {
+    if (vectorised()) {
+      scratch_.assign(v4k::avx512::Workspace::floats(heads, dim), 0);
+      workspace_ = v4k::avx512::Workspace::carve(reinterpret_cast<float*>(scratch_.data()), heads, dim);
+    } else {
+      scratch_.assign(2 * heads * dim + dim + 2 * heads, 0);
+    }
+  }
+
+  static bool vectorised(int64_t dim) {
+    if (!v4k::avx512::supports_dim(dim)) return false;
+    if constexpr (std::is_same_v<T, float>) return has_avx512();
+    if constexpr (std::is_same_v<T, v4k::bf16>) return has_avx512_bf16();
+    return false;
+  }
+
+  void operator()(const T* q, const T* const* rows, int64_t n_rows, const A* sink, T* out, A* lse) {
+    const int64_t H = heads_, D = dim_;
+    if constexpr (std::is_same_v<T, float>) {
+      if (vectorised()) {
+        return v4k::avx512::attend_f32(q, rows, n_rows, sink, H, D, static_cast<float>(scale_), out, lse, workspace_);
+      }
+    }
+    if constexpr (std::is_same_v<T, v4k::bf16>) {
+      if (vectorised()) {
+        return v4k::avx512::attend_bf16(reinterpret_cast<const uint16_t*>(q),
+                                        reinterpret_cast<const uint16_t* const*>(rows), n_rows, sink, H, D,
+                                        static_cast<float>(scale_), reinterpret_cast<uint16_t*>(out), lse,
+                                        workspace_);
+      }
+    }
+    A* acc = scratch_.data();
+    v4k::attend_rows<T, A>(q, rows, n_rows, sink, H, D, static_cast<A>(scale_), out, lse, acc, acc + H * D,
+                           acc + 2 * H * D, acc + 2 * H * D + D, acc + 2 * H * D + D + H);
+  }
+
+ private:
+  bool vectorised() const { return vectorised(dim_); }
+
+  int64_t heads_, dim_;
+  double scale_;
+  std::vector<A> scratch_;
+  v4k::avx512::Workspace workspace_{};
+};
+
+// Heads per work item: all of them, unless there are more threads than tokens (decode), then the
+// heads are split in groups (multiples of 4, the vector tile) so that every thread has work.
+int64_t heads_per_item(int64_t tokens, int64_t heads) {
+  const int64_t threads = at::get_num_threads();
+  if (threads <= tokens || heads < 8) return heads;
+  const int64_t groups = std::min((threads + tokens - 1) / tokens, heads / 4);
+  return (heads / groups + 3) / 4 * 4;
+}
+
 template <typename T, typename A = typename v4k::Acc<T>::type>
 void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& idx, const std::optional<at::Tensor>& sink,
          double scale, const std::optional<at::Tensor>& extra_kv, const std::optional<at::Tensor>& extra_idx,
          const std::optional<at::Tensor>& length, const std::optional<at::Tensor>& extra_length, at::Tensor& out,
          at::Tensor& lse) {
   const int64_t T_ = q.size(0), H = q.size(1), D = q.size(2);
+  if (T_ == 0 || H == 0) return;  // nothing to compute (and no head groups to form)
   v4k::KvScope<T> scopes[2] = {scope<T>(kv, idx, length), {}};
   int n_scopes = 1;
   if (extra_kv) scopes[n_scopes++] = scope<T>(*extra_kv, *extra_idx, extra_length);
-  const v4k::SparseAttnShape shape{H, D, scale};
+  const int64_t max_rows = idx.size(1) + (extra_idx ? extra_idx->size(1) : 0);
   const A* sink_ptr = sink ? sink->data_ptr<A>() : nullptr;
   const T* q_ptr = reinterpret_cast<const T*>(q.data_ptr());
   T* out_ptr = reinterpret_cast<T*>(out.data_ptr());
   A* lse_ptr = lse.data_ptr<A>();
-  std::atomic<bool> in_range{true};
-  at::parallel_for(0, T_, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> acc(H * D), qf(H * D), row(D), peak(H), total(H);
-    for (int64_t t = begin; t < end; ++t) {
-      if (!v4k::sparse_attn_token<T, A>(t, q_ptr + t * H * D, scopes, n_scopes, sink_ptr, shape, out_ptr + t * H * D,
-                                        lse_ptr + t * H, acc.data(), qf.data(), row.data(), peak.data(),
-                                        total.data()))
-        in_range = false;
+  const int64_t group = heads_per_item(T_, H), groups = (H + group - 1) / group;
+  std::atomic<int> bad_scope{-1};
+  at::parallel_for(0, T_ * groups, 1, [&](int64_t begin, int64_t end) {
+    std::vector<const T*> rows(max_rows);
+    std::optional<TokenAttention<T, A>> full, tail;  // the last group may have fewer heads
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t t = item / groups, h0 = item % groups * group, heads = std::min(group, H - h0);
+      const int64_t n_rows = v4k::gather_rows(t, scopes, n_scopes, D, rows.data());
+      if (n_rows < 0) {
+        bad_scope = static_cast<int>(-1 - n_rows);
+        continue;
+      }
+      auto& attention = heads == group ? full : tail;
+      if (!attention) attention.emplace(heads, D, scale);
+      (*attention)(q_ptr + (t * H + h0) * D, rows.data(), n_rows, sink_ptr ? sink_ptr + h0 : nullptr,
+                   out_ptr + (t * H + h0) * D, lse_ptr + t * H + h0);
     }
   });
-  TORCH_CHECK_VALUE(in_range, "sparse_attn: 'idx'/'extra_idx' values must be in [-1, pool size)");
+  const int scope_index = bad_scope.load();
+  TORCH_CHECK_VALUE(scope_index < 0, "sparse_attn: '", scope_index == 0 ? "idx" : "extra_idx",
+                    "' values must be in [-1, ", scopes[scope_index < 0 ? 0 : scope_index].n, ")");
 }
 
 std::tuple<at::Tensor, at::Tensor> sparse_attn(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& idx,

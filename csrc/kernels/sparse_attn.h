@@ -1,11 +1,12 @@
 // Torch-free sparse attention with sink over shared K=V entries (MQA): one softmax over the
-// entries gathered from up to two pools. Each gathered row is loaded once and used by every head.
+// entries gathered from up to two pools. The gather only collects row pointers: rows are read in
+// place by the kernels, never copied into a gathered [T, K, D] tensor.
 #pragma once
-#include <cmath>
 #include <cstdint>
 #include <limits>
 
 #include "kernels/dtypes.h"
+#include "kernels/softmax_sink.h"
 
 namespace v4k {
 
@@ -18,24 +19,11 @@ struct KvScope {
   const int32_t* length = nullptr;  // [tokens] or null: only the first length[t] slots are read
 };
 
-struct SparseAttnShape {
-  int64_t heads, dim;
-  double scale;
-};
-
-// Returns false (and leaves out/lse unspecified) if an index is outside [-1, n).
-// Workspaces: acc and qf of heads * dim, row of dim, peak and total of heads, all of type A.
-// Writes out [heads, dim] and lse [heads] for token t.
-template <typename T, typename A = typename Acc<T>::type>
-bool sparse_attn_token(int64_t t, const T* q, const KvScope<T>* scopes, int n_scopes, const A* sink,
-                       const SparseAttnShape& s, T* out, A* lse, A* acc, A* qf, A* row, A* peak, A* total) {
-  const int64_t H = s.heads, D = s.dim;
-  const A neg_inf = -std::numeric_limits<A>::infinity();
-  for (int64_t h = 0; h < H; ++h) peak[h] = neg_inf, total[h] = 0;
-  for (int64_t i = 0; i < H * D; ++i) {
-    qf[i] = widen<A>(q[i]) * static_cast<A>(s.scale);
-    acc[i] = 0;
-  }
+// Collects the valid rows of token t, scope after scope, into `rows` (room for the sum of the scope
+// widths) and returns their number, or -1 - sc if scope sc holds an index outside [-1, n).
+template <typename T>
+int64_t gather_rows(int64_t t, const KvScope<T>* scopes, int n_scopes, int64_t dim, const T** rows) {
+  int64_t n_rows = 0;
   for (int sc = 0; sc < n_scopes; ++sc) {
     const KvScope<T>& scope = scopes[sc];
     const int32_t* idx = scope.idx + t * scope.width;
@@ -43,35 +31,45 @@ bool sparse_attn_token(int64_t t, const T* q, const KvScope<T>* scopes, int n_sc
     for (int64_t k = 0; k < width; ++k) {
       const int32_t j = idx[k];
       if (j == -1) continue;
-      if (j < -1 || j >= scope.n) return false;
-      const T* src = scope.kv + static_cast<int64_t>(j) * D;
-      for (int64_t c = 0; c < D; ++c) row[c] = widen<A>(src[c]);
-      for (int64_t h = 0; h < H; ++h) {
-        const A* qh = qf + h * D;
-        A logit = 0;
-        for (int64_t c = 0; c < D; ++c) logit += qh[c] * row[c];
-        A* ah = acc + h * D;
-        if (logit > peak[h]) {  // rescale the running sums to the new maximum
-          const A shrink = std::exp(peak[h] - logit);
-          total[h] *= shrink;
-          for (int64_t c = 0; c < D; ++c) ah[c] *= shrink;
-          peak[h] = logit;
-        }
-        const A w = std::exp(logit - peak[h]);
-        total[h] += w;
-        for (int64_t c = 0; c < D; ++c) ah[c] += w * row[c];
+      if (j < -1 || j >= scope.n) return -1 - sc;
+      rows[n_rows++] = scope.kv + static_cast<int64_t>(j) * dim;
+    }
+  }
+  return n_rows;
+}
+
+// Portable kernel for any dtype and dim (fp64 accumulates in fp64): online softmax row by row, each
+// row widened once and used by every head. q [heads, dim] -> out [heads, dim], lse [heads].
+// Workspaces: acc and qf of heads * dim, row of dim, peak and total of heads.
+template <typename T, typename A = typename Acc<T>::type>
+void attend_rows(const T* q, const T* const* rows, int64_t n_rows, const A* sink, int64_t heads, int64_t dim,
+                 A scale, T* out, A* lse, A* acc, A* qf, A* row, A* peak, A* total) {
+  const int64_t H = heads, D = dim;
+  for (int64_t h = 0; h < H; ++h) peak[h] = -std::numeric_limits<A>::infinity(), total[h] = 0;
+  for (int64_t i = 0; i < H * D; ++i) qf[i] = widen<A>(q[i]), acc[i] = 0;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    for (int64_t c = 0; c < D; ++c) row[c] = widen<A>(rows[r][c]);
+    for (int64_t h = 0; h < H; ++h) {
+      const A* qh = qf + h * D;
+      A dot = 0;
+      for (int64_t c = 0; c < D; ++c) dot += qh[c] * row[c];
+      const A logit = dot * scale;
+      A* ah = acc + h * D;
+      if (logit > peak[h]) {  // rescale the running sums to the new maximum
+        const A shrink = std::exp(peak[h] - logit);
+        total[h] *= shrink;
+        for (int64_t c = 0; c < D; ++c) ah[c] *= shrink;
+        peak[h] = logit;
       }
+      const A w = std::exp(logit - peak[h]);
+      total[h] += w;
+      for (int64_t c = 0; c < D; ++c) ah[c] += w * row[c];
     }
   }
   for (int64_t h = 0; h < H; ++h) {
-    const bool any = total[h] > 0;
-    lse[h] = any ? peak[h] + std::log(total[h]) : neg_inf;
-    A denom = total[h];
-    if (sink) denom += std::exp(sink[h] - (any ? peak[h] : sink[h]));  // acc is 0 when !any: out = 0
-    const A inv = denom > 0 ? 1 / denom : 0;
-    for (int64_t c = 0; c < D; ++c) out[h * D + c] = narrow<T, A>(acc[h * D + c] * inv);
+    const A factor = sink_softmax_factor<A>(peak[h], total[h], sink ? sink + h : nullptr, lse + h);
+    for (int64_t c = 0; c < D; ++c) out[h * D + c] = narrow<T, A>(acc[h * D + c] * factor);
   }
-  return true;
 }
 
 }  // namespace v4k

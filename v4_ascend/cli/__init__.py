@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules under v4_ascend.cli, in help order.
-COMMANDS = ("info", "check", "run")
+COMMANDS = ("info", "check", "bench", "run", "memory")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,8 +46,11 @@ def _scope_logits(q, kv, idx, length, scale, acc):
     valid = idx >= 0
     if length is not None:
         valid &= torch.arange(idx.shape[1], device=idx.device) < length[:, None]
-    rows = kv.index_select(0, idx.clamp(min=0).flatten().long()).view(*idx.shape, kv.shape[1]).to(acc)
-    rows = rows * valid[..., None]
+    if kv.shape[0]:
+        rows = kv.index_select(0, idx.clamp(min=0).flatten().long()).view(*idx.shape, kv.shape[1]).to(acc)
+        rows = rows * valid[..., None]
+    else:  # an empty pool: every slot is -1 (checked), nothing to gather
+        rows = q.new_zeros(*idx.shape, kv.shape[1], dtype=acc)
     logits = torch.einsum("thd,tkd->thk", q.to(acc), rows) * scale
     return logits.masked_fill(~valid[:, None, :], float("-inf")), rows
 
@@ -89,19 +92,23 @@ def _rows(x, t0, t1):
 
 
 def _softmax_with_sink(logits, values, sink, acc):
-    """softmax over [logits | sink] with the sink column dropped from the value sum."""
-    has_valid = torch.isfinite(logits).any(dim=-1)
-    peak = logits.amax(dim=-1).where(has_valid, torch.zeros((), dtype=acc, device=logits.device))
-    if sink is not None:
-        peak = torch.maximum(peak, sink.to(acc)[None, :])
+    """softmax over [logits | sink] with the sink column dropped from the value sum.
+
+    Written as ``softmax(logits) @ values * sigmoid(lse - sink)``: the sink only rescales the output,
+    so neither a sink far above every logit nor a row without any valid slot can underflow or NaN.
+    """
+    T, H, K = logits.shape
+    peak = logits.amax(dim=-1) if K else logits.new_full((T, H), float("-inf"))
+    has_valid = torch.isfinite(peak)
+    peak = peak.where(has_valid, torch.zeros((), dtype=acc, device=logits.device))
     weights = torch.exp(logits - peak[..., None])
     total = weights.sum(dim=-1)
-    # log(1) on empty rows keeps their backward free of 0 * inf = NaN.
+    # log(1) and /1 on empty rows keep their backward free of 0 * inf = NaN.
     safe_total = total.where(has_valid, torch.ones_like(total))
     lse = (peak + torch.log(safe_total)).where(has_valid, torch.full_like(peak, float("-inf")))
-    denom = total + (torch.exp(sink.to(acc)[None, :] - peak) if sink is not None else 0.0)
-    out = torch.einsum("thk,tkd->thd", weights, values)
-    out = out / denom.where(denom > 0, torch.ones_like(denom))[..., None]
+    out = torch.einsum("thk,tkd->thd", weights, values) / safe_total[..., None]
+    if sink is not None:
+        out = out * torch.sigmoid(lse - sink.to(acc)[None, :])[..., None]
     return out, lse
 
 

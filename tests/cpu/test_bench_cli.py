@@ -1,0 +1,85 @@
+"""The benchmark suite runs end to end on the device under test (a smoke test: timings are never asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from v4_ascend import bench
+from v4_ascend.bench import harness
+from v4_ascend.bench import sparse_attn as sparse_attn_cases
+from v4_ascend.report import serving_backend
+from v4_ascend.testing import tolerance
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.device
+def test_quick_sparse_attn_bench_writes_json_lines(tmp_path, device):
+    out = tmp_path / "bench.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "v4_ascend.cli", "bench", "--quick", "--op", "sparse_attn", "--device", device.type,
+         "--json", str(out), "--plot", str(tmp_path / "speedup.png")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ceilings" in done.stdout and "geomean" in done.stdout
+    assert ("plot written" in done.stdout) or ("matplotlib is not installed" in done.stdout)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    quick_cases = {case.name for case in bench.cases(["sparse_attn"], quick=True)}
+    assert {r["case"] for r in records} == quick_cases
+    for record in records:
+        assert record["op"] == "sparse_attn" and record["threads"] == 1
+        assert record["backend"] == serving_backend("sparse_attn", device.type)[0]
+        assert record["baseline"].startswith("peer")
+        assert len(record["kernel_s"]["all"]) >= 5 and record["ratio"] > 0 and record["gflops"] > 0
+        assert {"torch", "cpu", "ceilings", "fraction_of_ceiling"} <= record.keys()
+
+
+def test_unknown_op_is_refused():
+    with pytest.raises(ValueError, match="no_such_op"):
+        bench.cases(["no_such_op"])
+
+
+def test_every_case_names_a_production_or_small_shape_and_a_baseline():
+    names = [(case.op, case.name, case.dtype) for case in bench.cases()]
+    assert len(names) == len(set(names))
+    assert {case.op for case in bench.cases()} == {"sparse_attn", "grouped_gemm", "grouped_gemm_masked"}
+    assert bench.cases(quick=True) and set(bench.cases(quick=True)) < set(bench.cases())
+
+
+def test_alternating_timer_runs_every_contender_reps_times_plus_warmup():
+    calls = {"a": 0, "b": 0}
+
+    def count(name):
+        calls[name] += 1
+
+    timings = harness.time_alternating({"a": lambda: count("a"), "b": lambda: count("b")}, lambda: None, 5)
+    assert calls == {"a": 6, "b": 6}
+    assert all(len(t.seconds) == 5 and t.min <= t.median for t in timings.values())
+    assert harness.geomean([2.0, 8.0]) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("hca", [False, True], ids=["csa", "hca"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_decode_peer_computes_the_same_attention(hca, dtype):
+    # A speedup over a peer only means something if the peer computes the same thing.
+    work = sparse_attn_cases.decode(torch.device("cpu"), dtype=dtype, batch=2, n_c=1024, hca=hca)
+    kernel_out, _ = work.kernel()
+    for peer in work.baselines.values():
+        tolerance.assert_close(peer(), kernel_out.float(), dtype, "peer vs kernel")
+
+
+def test_peak_growth_sees_a_large_temporary_allocation():
+    cpu = torch.device("cpu")
+    grown = harness.peak_growth(lambda: torch.ones(16 << 20), cpu)  # 64 MiB, touched, then freed
+    if grown is None:
+        pytest.skip("peak memory is only measured on Linux")
+    assert grown >= 60 * 2**20
+    assert harness.peak_growth(lambda: None, cpu) < 8 * 2**20
+    assert harness.peak_growth(lambda: None, torch.device("meta")) is None
