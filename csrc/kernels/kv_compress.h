@@ -25,11 +25,13 @@ namespace v4k {
 constexpr int64_t kPoolChannels = 64;  // channels per softmax tile (candidate exps stay in L1)
 
 // exp(x) for x <= 0 (softmax arguments): Cody-Waite reduction and a degree-6 polynomial; 0 below -87
-// (where exp is subnormal), NaN stays NaN. Plain arithmetic so that loops over it vectorise.
+// (where exp is subnormal), NaN stays NaN. Plain arithmetic so that loops over it vectorise: n is rounded
+// with the 1.5 * 2^23 shifter because std::floor blocks GCC's vectoriser without -fno-trapping-math.
 V4K_INLINE float softmax_exp(float x) {
+  constexpr float shifter = 12582912.0f;
   const bool underflow = x < -87.0f;
   x = x < -87.0f ? -87.0f : x;
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float n = (x * 1.44269504088896341f + shifter) - shifter;
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
