@@ -91,7 +91,7 @@ def test_no_entries_and_no_rows(served_by_cpp):
 def test_non_contiguous_inputs_and_state(served_by_cpp):
     """kv/score/ape are copied to contiguous; a strided state is updated in place through a copy-back."""
     args = make_call([2, 0], [7, 5], 8, 4, True)
-    args[0] = torch.cat([args[0], args[0]], dim=1)[:, ::2]
+    args[0] = torch.stack([args[0], args[0]], dim=-1)[..., 0]
     args[1] = args[1].t().contiguous().t()
     for i in (5, 6):
         args[i] = torch.stack([args[i], args[i]], dim=-1)[..., 0]
