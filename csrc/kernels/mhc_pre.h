@@ -3,7 +3,7 @@
 //   pre_i = sigmoid(scale[0] m[i] + base[i]) + hc_eps,   post_i = 2 sigmoid(scale[1] m[n+i] + base[n+i]),
 //   comb = Sinkhorn(scale[2] m[2n:] + base[2n:] as n x n),   u = sum_i pre_i x[i].
 // Tokens go in groups of kMhcTokens: the group's streams are widened once (with their sum of squares), and
-// every 4 x 4 (mix, token) tile of dot products streams fn once for the whole group, in vector-wide lanes.
+// fn is streamed once per group in K slices, each 4 x 4 (mix, token) tile in vector-wide lanes.
 // Everything after the dots (sigmoids, Sinkhorn, the weighted stream sum) is per token on a few values.
 // Dot products and sums are ordered differently from the reference's GEMM, so results agree to rounding.
 #pragma once
@@ -18,8 +18,9 @@
 namespace v4k {
 
 constexpr int64_t kMhcTile = 4;     // mixes and tokens per dot-product tile
-constexpr int64_t kMhcTokens = 4;   // tokens per group (= one tile of tokens)
+constexpr int64_t kMhcTokens = 8;   // tokens per group: 4 fn rows are reused from L2 by 2 token tiles
 constexpr int64_t kMhcLanes = 16;   // K is padded to a multiple of this (one 512-bit fp32 vector)
+constexpr int64_t kMhcDepth = 1024;  // K slice per pass (a multiple of kMhcLanes)
 constexpr int64_t kMhcChannelTile = 256;  // channels per accumulator tile of the weighted stream sum
 
 // dots[a * 4 + b] = rows[a] . cols[b] over K (a multiple of kMhcLanes), in lane-wise partial sums.
@@ -109,7 +110,7 @@ void mhc_pre_group(const T* x, const A* fn, const A* scale, const A* base, const
                    int64_t t1, T* u, A* post, A* comb, MhcPreWorkspace<A>& ws) {
   const int64_t n = s.n, D = s.D, M = s.mixes(), nD = n * D, tokens = t1 - t0;
   A rho[kMhcTokens];
-  const A* cols[kMhcTile];
+  const A* cols[kMhcTokens];
   for (int64_t b = 0; b < kMhcTokens; ++b) {
     A* dst = ws.x.data() + b * s.K;
     cols[b] = dst;
@@ -122,14 +123,25 @@ void mhc_pre_group(const T* x, const A* fn, const A* scale, const A* base, const
     }
     rho[b] = A(1) / std::sqrt(squares / A(nD) + A(s.norm_eps));
   }
-  for (int64_t m0 = 0; m0 < M; m0 += kMhcTile) {
-    const A* rows[kMhcTile];
-    for (int64_t a = 0; a < kMhcTile; ++a) rows[a] = fn + std::min(m0 + a, M - 1) * s.K;
-    A dots[kMhcTile * kMhcTile];
-    mhc_dot_tile(rows, cols, s.K, dots);
-    for (int64_t a = 0; a < kMhcTile && m0 + a < M; ++a)
-      for (int64_t b = 0; b < tokens; ++b) ws.mixes[b * M + m0 + a] = dots[a * kMhcTile + b] * rho[b];
+  std::fill(ws.mixes.begin(), ws.mixes.end(), A(0));
+  for (int64_t k0 = 0; k0 < s.K; k0 += kMhcDepth) {  // a depth slice of fn and x stays in L1/L2
+    const int64_t depth = std::min(kMhcDepth, s.K - k0);
+    const A* slice[kMhcTokens];
+    for (int64_t b = 0; b < kMhcTokens; ++b) slice[b] = cols[b] + k0;
+    for (int64_t m0 = 0; m0 < M; m0 += kMhcTile) {
+      const A* rows[kMhcTile];
+      for (int64_t a = 0; a < kMhcTile; ++a) rows[a] = fn + std::min(m0 + a, M - 1) * s.K + k0;
+      for (int64_t b0 = 0; b0 < tokens; b0 += kMhcTile) {
+        A dots[kMhcTile * kMhcTile];
+        mhc_dot_tile(rows, slice + b0, depth, dots);
+        for (int64_t a = 0; a < kMhcTile && m0 + a < M; ++a)
+          for (int64_t b = b0; b < std::min(tokens, b0 + kMhcTile); ++b)
+            ws.mixes[b * M + m0 + a] += dots[a * kMhcTile + b - b0];
+      }
+    }
   }
+  for (int64_t b = 0; b < tokens; ++b)
+    for (int64_t m = 0; m < M; ++m) ws.mixes[b * M + m] *= rho[b];
   const A eps = A(s.hc_eps);
   for (int64_t b = 0; b < tokens; ++b) {
     const int64_t t = t0 + b;
