@@ -35,13 +35,11 @@ at::Tensor engram_hash(const at::Tensor& ids, const at::Tensor& multipliers, con
   check_int64(op, "moduli", moduli, 2);
   TORCH_CHECK_VALUE(moduli.size(0) == N - 1, op, ": 'moduli' must be of shape (", N - 1, ", *), got ", moduli.sizes());
   check_int64(op, "offsets", offsets, 2);
-  TORCH_CHECK_VALUE(offsets.sizes() == moduli.sizes(), op, ": 'offsets' must be of shape ", moduli.sizes(), ", got ",
-                    offsets.sizes());
+  check_shape(op, "offsets", offsets, moduli.sizes());
   TORCH_CHECK_VALUE(pad_id >= 0, op, ": 'pad_id' must be a compressed token id >= 0, got ", pad_id);
   if (history) {
-    check_int64(op, "history", *history, 2);
-    TORCH_CHECK_VALUE(history->size(0) == B && history->size(1) == N - 1, op, ": 'history' must be of shape (", B,
-                      ", ", N - 1, "), got ", history->sizes());
+    check_dtype(op, "history", *history, at::kLong);
+    check_shape(op, "history", *history, {B, N - 1});
   }
   const auto idc = ids.contiguous(), mulc = multipliers.contiguous(), modc = moduli.contiguous(),
              offc = offsets.contiguous();

@@ -16,10 +16,6 @@ KernelEntry& entry = describe_kernel(
 
 constexpr int64_t kRowsPerTask = 64;
 
-bool is_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
-}
-
 // Calls fn with a value of the C++ element type of a float dtype.
 template <typename Fn>
 void with_float_type(at::ScalarType t, Fn&& fn) {
@@ -61,8 +57,7 @@ at::Tensor engram_lookup(const at::Tensor& table, const at::Tensor& rows, const 
     const auto st = scale->scalar_type();
     TORCH_CHECK_VALUE(st == at::kByte || st == at::kFloat8_e8m0fnu || st == at::kFloat, op,
                       ": 'scale' must be uint8 or float8_e8m0fnu or float32, got ", dtype_name(st));
-    TORCH_CHECK_VALUE(scale->dim() == 2 && scale->size(0) == R && scale->size(1) == E / v4k::kFp8Block, op,
-                      ": 'scale' must be of shape (", R, ", ", E / v4k::kFp8Block, "), got ", scale->sizes());
+    check_shape(op, "scale", *scale, {R, E / v4k::kFp8Block});
   } else {
     TORCH_CHECK_VALUE(!scale.has_value(), op, ": 'scale' must be None for a ", dtype_name(table.scalar_type()),
                       " table (scales are for fp8 tables), got a tensor");

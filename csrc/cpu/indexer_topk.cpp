@@ -35,36 +35,25 @@ void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& w, const at
   });
 }
 
-bool is_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
-}
-
 at::Tensor indexer_topk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& weights, const at::Tensor& q_pos,
                         int64_t ratio, int64_t topk, const std::optional<at::Tensor>& k_offset) {
   const char* op = "indexer_topk";
   check_rank(op, "q", q, 3);
-  TORCH_CHECK_VALUE(is_float(q.scalar_type()), op, ": 'q' must be float32, bfloat16, float16 or float64, got ",
-                    dtype_name(q.scalar_type()));
+  check_float(op, "q", q);
   const int64_t T_ = q.size(0), H = q.size(1), d = q.size(2);
   check_rank(op, "k", k, 2);
   TORCH_CHECK_VALUE(k.size(1) == d, op, ": 'k' must be [N, ", d, "] like 'q', got shape ", k.sizes());
   TORCH_CHECK_VALUE(k.scalar_type() == q.scalar_type(), op, ": 'k' must be ", dtype_name(q.scalar_type()),
                     " like 'q', got ", dtype_name(k.scalar_type()));
-  TORCH_CHECK_VALUE(is_float(weights.scalar_type()), op,
-                    ": 'weights' must be float32, bfloat16, float16 or float64, got ",
-                    dtype_name(weights.scalar_type()));
-  TORCH_CHECK_VALUE(weights.dim() == 2 && weights.size(0) == T_ && weights.size(1) == H, op,
-                    ": 'weights' must be of shape (", T_, ", ", H, "), got ", weights.sizes());
-  check_rank(op, "q_pos", q_pos, 1);
+  check_float(op, "weights", weights);
+  check_shape(op, "weights", weights, {T_, H});
   check_dtype(op, "q_pos", q_pos, at::kInt);
-  TORCH_CHECK_VALUE(q_pos.size(0) == T_, op, ": 'q_pos' must be of shape (", T_, ",), got ", q_pos.sizes());
+  check_shape(op, "q_pos", q_pos, {T_});
   TORCH_CHECK_VALUE(ratio >= 1, op, ": 'ratio' must be a positive int, got ", ratio);
   TORCH_CHECK_VALUE(topk >= 1, op, ": 'topk' must be a positive int, got ", topk);
   if (k_offset) {
-    check_rank(op, "k_offset", *k_offset, 1);
     check_dtype(op, "k_offset", *k_offset, at::kInt);
-    TORCH_CHECK_VALUE(k_offset->size(0) == T_, op, ": 'k_offset' must be of shape (", T_, ",), got ",
-                      k_offset->sizes());
+    check_shape(op, "k_offset", *k_offset, {T_});
   }
   const auto pos = q_pos.contiguous();
   std::optional<at::Tensor> offset;

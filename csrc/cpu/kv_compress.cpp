@@ -17,16 +17,10 @@ namespace {
 KernelEntry& entry = describe_kernel(
     "kv_compress", "C++ fused gated pooling per block (vectorised softmax over channel tiles), blocks across threads");
 
-bool is_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
-}
-
 void check_state(const char* op, const char* arg, const at::Tensor& state, at::ScalarType acc, int64_t B,
                  int64_t rows, int64_t F) {
-  check_rank(op, arg, state, 3);
   check_dtype(op, arg, state, acc);
-  TORCH_CHECK_VALUE(state.size(0) == B && state.size(1) == rows && state.size(2) == F, op, ": '", arg,
-                    "' must be of shape (", B, ", ", rows, ", ", F, "), got ", state.sizes());
+  check_shape(op, arg, state, {B, rows, F});
 }
 
 // The Python spelling of a list of lengths, as the reference prints it.
@@ -91,26 +85,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kv_compress(const at::Tensor& kv,
                                                            at::Tensor& score_state, int64_t ratio, bool overlap) {
   const char* op = "kv_compress";
   check_rank(op, "kv", kv, 2);
-  TORCH_CHECK_VALUE(is_float(kv.scalar_type()), op, ": 'kv' must be float32 or bfloat16 or float16 or float64, got ",
-                    dtype_name(kv.scalar_type()));
-  TORCH_CHECK_VALUE(score.sizes() == kv.sizes(), op, ": 'score' must be of shape ", kv.sizes(), ", got ",
-                    score.sizes());
+  check_float(op, "kv", kv);
+  check_shape(op, "score", score, kv.sizes());
   TORCH_CHECK_VALUE(score.scalar_type() == kv.scalar_type(), op, ": 'score' must be ", dtype_name(kv.scalar_type()),
                     " like 'kv', got ", dtype_name(score.scalar_type()));
   TORCH_CHECK_VALUE(ratio >= 1, op, ": 'ratio' must be a positive int, got ", ratio);
   const int64_t S = kv.size(0), F = kv.size(1);
   TORCH_CHECK_VALUE(!overlap || F % 2 == 0, op, ": 'kv' must be an even last dim with overlap=True (two halves), got ",
                     F);
-  TORCH_CHECK_VALUE(is_float(ape.scalar_type()), op, ": 'ape' must be float32 or bfloat16 or float16 or float64, got ",
-                    dtype_name(ape.scalar_type()));
-  TORCH_CHECK_VALUE(ape.dim() == 2 && ape.size(0) == ratio && ape.size(1) == F, op, ": 'ape' must be of shape (",
-                    ratio, ", ", F, "), got ", ape.sizes());
+  check_float(op, "ape", ape);
+  check_shape(op, "ape", ape, {ratio, F});
   check_rank(op, "start_pos", start_pos, 1);
   check_dtype(op, "start_pos", start_pos, at::kInt);
   const int64_t B = start_pos.size(0);
   check_rank(op, "seq_lens", seq_lens, 1);
   check_dtype(op, "seq_lens", seq_lens, at::kInt);
-  TORCH_CHECK_VALUE(seq_lens.size(0) == B, op, ": 'seq_lens' must be of shape (", B, ",), got ", seq_lens.sizes());
+  check_shape(op, "seq_lens", seq_lens, {B});
   const auto acc = kv.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t rows = (overlap ? 2 : 1) * ratio;
   check_state(op, "kv_state", kv_state, acc, B, rows, F);

@@ -13,15 +13,6 @@ namespace {
 KernelEntry& entry =
     describe_kernel("mhc_post", "C++ fused post * f + comb^T x per token in one pass (vectorised channel tiles)");
 
-bool is_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
-}
-
-void check_float(const char* op, const char* arg, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(is_float(t.scalar_type()), op, ": '", arg,
-                    "' must be float32 or bfloat16 or float16 or float64, got ", dtype_name(t.scalar_type()));
-}
-
 template <typename T, typename A = typename v4k::Acc<T>::type>
 void run(const at::Tensor& f, const at::Tensor& x, const at::Tensor& post, const at::Tensor& comb, at::Tensor& out) {
   const int64_t T_ = x.size(0), n = x.size(1), D = x.size(2);
@@ -42,16 +33,13 @@ at::Tensor mhc_post(const at::Tensor& f, const at::Tensor& x, const at::Tensor& 
   check_rank(op, "x", x, 3);
   check_float(op, "x", x);
   const int64_t T_ = x.size(0), n = x.size(1), D = x.size(2);
-  TORCH_CHECK_VALUE(f.dim() == 2 && f.size(0) == T_ && f.size(1) == D, op, ": 'f' must be of shape (", T_, ", ", D,
-                    "), got ", f.sizes());
+  check_shape(op, "f", f, {T_, D});
   TORCH_CHECK_VALUE(f.scalar_type() == x.scalar_type(), op, ": 'f' must be ", dtype_name(x.scalar_type()),
                     " like 'x', got ", dtype_name(f.scalar_type()));
   check_float(op, "post", post);
-  TORCH_CHECK_VALUE(post.dim() == 2 && post.size(0) == T_ && post.size(1) == n, op, ": 'post' must be of shape (",
-                    T_, ", ", n, "), got ", post.sizes());
+  check_shape(op, "post", post, {T_, n});
   check_float(op, "comb", comb);
-  TORCH_CHECK_VALUE(comb.dim() == 3 && comb.size(0) == T_ && comb.size(1) == n && comb.size(2) == n, op,
-                    ": 'comb' must be of shape (", T_, ", ", n, ", ", n, "), got ", comb.sizes());
+  check_shape(op, "comb", comb, {T_, n, n});
   entry.calls.fetch_add(1, std::memory_order_relaxed);
 
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;

@@ -14,15 +14,6 @@ namespace {
 KernelEntry& entry = describe_kernel(
     "mhc_pre", "C++ fused RMS + fn projection (4 mixes x 4 tokens tiles) + sigmoids + Sinkhorn + stream sum");
 
-bool is_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
-}
-
-void check_float(const char* op, const char* arg, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(is_float(t.scalar_type()), op, ": '", arg,
-                    "' must be float32 or bfloat16 or float16 or float64, got ", dtype_name(t.scalar_type()));
-}
-
 template <typename T, typename A = typename v4k::Acc<T>::type>
 void run(const at::Tensor& x, const at::Tensor& fn, const at::Tensor& scale, const at::Tensor& base,
          const v4k::MhcPreShape& shape, at::Tensor& u, at::Tensor& post, at::Tensor& comb) {
@@ -48,14 +39,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhc_pre(const at::Tensor& x, cons
   const int64_t T_ = x.size(0), n = x.size(1), D = x.size(2), M = (2 + n) * n;
   TORCH_CHECK_VALUE(n >= 1 && D >= 1, op, ": 'x' must be [T, n, D] with n >= 1 and D >= 1, got shape ", x.sizes());
   check_float(op, "fn", fn);
-  TORCH_CHECK_VALUE(fn.dim() == 2 && fn.size(0) == M && fn.size(1) == n * D, op, ": 'fn' must be of shape (", M, ", ",
-                    n * D, "), got ", fn.sizes());
+  check_shape(op, "fn", fn, {M, n * D});
   check_float(op, "scale", scale);
-  TORCH_CHECK_VALUE(scale.dim() == 1 && scale.size(0) == 3, op, ": 'scale' must be of shape (3,), got ",
-                    scale.sizes());
+  check_shape(op, "scale", scale, {3});
   check_float(op, "base", base);
-  TORCH_CHECK_VALUE(base.dim() == 1 && base.size(0) == M, op, ": 'base' must be of shape (", M, ",), got ",
-                    base.sizes());
+  check_shape(op, "base", base, {M});
   TORCH_CHECK_VALUE(iters >= 1, op, ": 'iters' must be >= 1, got ", iters);
   TORCH_CHECK_VALUE(norm_eps > 0, op, ": 'norm_eps' must be > 0, got ", norm_eps);
   TORCH_CHECK_VALUE(hc_eps > 0, op, ": 'hc_eps' must be > 0, got ", hc_eps);
