@@ -21,6 +21,7 @@
 
 #include "kernels/dtypes.h"
 #include "kernels/isa.h"
+#include "kernels/topk.h"
 
 namespace v4k {
 
@@ -56,22 +57,6 @@ inline int indexer_check_ranges(const int32_t* q_pos, const int32_t* k_offset, i
   return 0;
 }
 
-template <typename A>
-struct IndexerCandidate {
-  A score;
-  int32_t row;
-};
-
-// True when a ranks before b: higher score first, NaN above every number, ties to the lower row.
-template <typename A>
-inline bool indexer_ranks_before(const IndexerCandidate<A>& a, const IndexerCandidate<A>& b) {
-  if (a.score > b.score) return true;
-  if (a.score < b.score) return false;
-  if (a.score == b.score) return a.row < b.row;
-  const bool a_nan = std::isnan(a.score), b_nan = std::isnan(b.score);  // unordered: one is NaN
-  return a_nan && (!b_nan || a.row < b.row);
-}
-
 // score[j] = sum_h w[h] * relu(q[h] . kt[:, j]) over one tile; q is [Hp, d], Hp a multiple of kIndexerHeads,
 // kt is [d, kIndexerKeys]. The head loop is sequential so the sum order is fixed for every ISA.
 template <typename A>
@@ -104,25 +89,25 @@ V4K_DISPATCH(void, indexer_score_tile, indexer_score_tile_body,
 // cap and their worst becomes the bar a new candidate must beat. Amortised O(1) per candidate, no full sort.
 template <typename A>
 struct IndexerBest {
-  IndexerCandidate<A>* buf;
+  Candidate<A>* buf;
   int64_t cap, size = 0;
   bool barred = false;
-  IndexerCandidate<A> bar{};
+  Candidate<A> bar{};
 
-  void offer(const IndexerCandidate<A>& c) {
-    if (barred && !indexer_ranks_before(c, bar)) return;
+  void offer(const Candidate<A>& c) {
+    if (barred && !ranks_before(c, bar)) return;
     buf[size++] = c;
     if (size == 2 * cap) keep_best(), barred = true, bar = buf[cap - 1];
   }
   void keep_best() {
-    std::nth_element(buf, buf + cap - 1, buf + size, indexer_ranks_before<A>);
+    std::nth_element(buf, buf + cap - 1, buf + size, ranks_before<A>);
     size = cap;
   }
   // Writes the rows best first, then -1 up to `width`.
   void write(int32_t* dst, int64_t width) {
     if (size > cap) keep_best();
-    std::sort(buf, buf + size, indexer_ranks_before<A>);
-    for (int64_t slot = 0; slot < width; ++slot) dst[slot] = slot < size ? buf[slot].row : -1;
+    std::sort(buf, buf + size, ranks_before<A>);
+    for (int64_t slot = 0; slot < width; ++slot) dst[slot] = slot < size ? buf[slot].index : -1;
   }
 };
 
@@ -130,7 +115,7 @@ struct IndexerBest {
 template <typename A>
 struct IndexerWorkspace {
   std::vector<A> q, w, kt, score;
-  std::vector<IndexerCandidate<A>> candidates;
+  std::vector<Candidate<A>> candidates;
   std::vector<IndexerBest<A>> best;
   std::vector<int64_t> base, visible;
 

@@ -58,6 +58,10 @@ def mhc_post_args():
     return (torch.randn(T, D), torch.randn(T, n, D), torch.rand(T, n), torch.softmax(torch.randn(T, n, n), -1))
 
 
+def moe_route_args():
+    return (3 * torch.randn(300, 64), 6, 1.5, 0.1 * torch.randn(64))
+
+
 CASES = {
     "indexer_topk": indexer_args,
     "kv_compress": kv_compress_args,
@@ -65,6 +69,7 @@ CASES = {
     "engram_lookup": engram_lookup_args,
     "mhc_pre": mhc_pre_args,
     "mhc_post": mhc_post_args,
+    "moe_route": moe_route_args,
 }
 
 
