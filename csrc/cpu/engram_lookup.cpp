@@ -12,7 +12,7 @@ namespace v4_ascend::cpu {
 namespace {
 
 KernelEntry& entry = describe_kernel(
-    "engram_lookup", "C++ row gather with prefetch 4 rows ahead, FP8 e4m3 x UE8M0/fp32 dequantisation fused");
+    "engram_lookup", "C++ row gather with prefetch 16 rows ahead, FP8 e4m3 x UE8M0/fp32 dequantisation fused");
 
 constexpr int64_t kRowsPerTask = 64;
 
