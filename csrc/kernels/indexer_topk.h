@@ -125,11 +125,15 @@ struct IndexerWorkspace {
     w.assign(queries * Hp, A(0));
     kt.assign(s.d * kIndexerKeys, A(0));
     score.assign(kIndexerKeys, A(0));
-    candidates.resize(queries * 2 * s.topk);
+    candidates.resize(queries * 2 * kept(s));
     best.resize(queries);
     base.resize(queries);
     visible.resize(queries);
   }
+  // Candidates a query can keep: topk, but never more than the pool holds (a huge topk allocates nothing).
+  // Candidates a query keeps: topk, never more than the pool holds (visible <= N), so a huge topk costs
+  // no memory here.
+  static int64_t kept(const IndexerShape& s) { return std::min(s.topk, s.N); }
   static int64_t padded_heads(int64_t H) { return (H + kIndexerHeads - 1) / kIndexerHeads * kIndexerHeads; }
 };
 
@@ -143,7 +147,7 @@ void indexer_topk_chunk(const IndexerInputs<T, A>& in, const IndexerShape& s, in
     const int64_t t = t0 + i;
     ws.base[i] = in.k_offset ? in.k_offset[t] : 0;
     ws.visible[i] = indexer_visible(in.q_pos[t], s.ratio);
-    ws.best[i] = {ws.candidates.data() + i * 2 * s.topk, std::min(s.topk, ws.visible[i])};
+    ws.best[i] = {ws.candidates.data() + i * 2 * IndexerWorkspace<A>::kept(s), std::min(s.topk, ws.visible[i])};
     if (ws.visible[i] > 0) lo = std::min(lo, ws.base[i]), hi = std::max(hi, ws.base[i] + ws.visible[i]);
     A* qi = ws.q.data() + i * Hp * d;
     const T* src = in.q + t * H * d;

@@ -109,6 +109,13 @@ def test_non_contiguous_inputs_are_made_contiguous(served_by_cpp):
     assert torch.equal(got, want)
 
 
+def test_topk_far_wider_than_the_pool(served_by_cpp):
+    """Candidate buffers are sized by the pool, not by topk: a wide output is mostly -1 padding."""
+    q, k, weights, q_pos, _ = inputs(3, 2, 8, 10)
+    got, want = run_both(served_by_cpp, q, k, weights, q_pos, 100_000)
+    assert torch.equal(got, want) and (got[:, 10:] == -1).all()
+
+
 def test_empty_batch(served_by_cpp):
     q, k, weights, q_pos, _ = inputs(0, 4, 8, 10)
     got, want = run_both(served_by_cpp, q, k, weights, q_pos, 5)
