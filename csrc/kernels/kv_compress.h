@@ -83,6 +83,22 @@ V4K_DISPATCH(void, pool_channels, pool_channels_body,
              (const double* const* a, const double* const* g, int64_t n, int64_t width, double* out, double* e),
              (a, g, n, width, out, e))
 
+// a = widen(kv), g = widen(score) + bias over one token row of F channels.
+template <typename T, typename A>
+V4K_INLINE void widen_token_body(const T* kv, const T* score, const A* bias, int64_t F, A* a, A* g) {
+  for (int64_t f = 0; f < F; ++f) a[f] = widen<A>(kv[f]);
+  for (int64_t f = 0; f < F; ++f) g[f] = widen<A>(score[f]) + bias[f];
+}
+
+#define V4K_WIDEN_TOKEN(T, A)                                                                                 \
+  V4K_DISPATCH(void, widen_token, (widen_token_body<T, A>),                                                   \
+               (const T* kv, const T* score, const A* bias, int64_t F, A* a, A* g), (kv, score, bias, F, a, g))
+V4K_WIDEN_TOKEN(float, float)
+V4K_WIDEN_TOKEN(double, double)
+V4K_WIDEN_TOKEN(bf16, float)
+V4K_WIDEN_TOKEN(_Float16, float)
+#undef V4K_WIDEN_TOKEN
+
 struct KvCompressShape {
   int64_t F, ratio;  // projected width (2 * d with overlap) and block length
   bool overlap;
@@ -111,10 +127,8 @@ struct KvSequence {
       std::memcpy(g, score_state + (s.first() + c) * s.F, s.F * sizeof(A));
       return;
     }
-    const T* kv_row = kv + (c - fill) * s.F;
-    const T* score_row = score + (c - fill) * s.F;
-    const A* bias = ape + (c % s.ratio) * s.F;  // start - fill is a multiple of ratio
-    for (int64_t f = 0; f < s.F; ++f) a[f] = widen<A>(kv_row[f]), g[f] = widen<A>(score_row[f]) + bias[f];
+    // start - fill is a multiple of ratio, so token c sits at slot c % ratio of its block
+    widen_token(kv + (c - fill) * s.F, score + (c - fill) * s.F, ape + (c % s.ratio) * s.F, s.F, a, g);
   }
   void block(const KvCompressShape& s, int64_t i, A* a, A* g) const {
     for (int64_t c = 0; c < s.ratio; ++c) token(s, i * s.ratio + c, a + c * s.F, g + c * s.F);
