@@ -67,10 +67,12 @@ V4K_INLINE void pool_channels_body(const A* const* a, const A* const* g, int64_t
         total[f] += ej[f];
       }
     }
+    A inverse[kPoolChannels];
+    for (int64_t f = 0; f < w; ++f) inverse[f] = A(1) / total[f];
     for (int64_t j = 0; j < n; ++j) {
       const A* aj = a[j] + f0;
       const A* ej = e + j * kPoolChannels;
-      for (int64_t f = 0; f < w; ++f) acc[f] += ej[f] / total[f] * aj[f];
+      for (int64_t f = 0; f < w; ++f) acc[f] += ej[f] * inverse[f] * aj[f];
     }
     for (int64_t f = 0; f < w; ++f) out[f0 + f] = acc[f];
   }
