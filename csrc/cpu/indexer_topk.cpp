@@ -12,7 +12,7 @@ namespace {
 
 KernelEntry& entry = describe_kernel(
     "indexer_topk",
-    "C++ blocked scoring (query chunk x 32-key tile, AVX-512/AVX2 clones) + per-query top-k heap, memory O(T*topk)");
+    "C++ blocked scoring (query chunk x 32-key tile, AVX-512/AVX2) + bounded nth_element top-k, no [T, N] block");
 
 // Queries scored together against each key tile: enough to amortise the tile, small enough to give
 // every thread some chunks at decode sizes.

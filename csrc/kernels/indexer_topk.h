@@ -130,7 +130,6 @@ struct IndexerWorkspace {
     base.resize(queries);
     visible.resize(queries);
   }
-  // Candidates a query can keep: topk, but never more than the pool holds (a huge topk allocates nothing).
   // Candidates a query keeps: topk, never more than the pool holds (visible <= N), so a huge topk costs
   // no memory here.
   static int64_t kept(const IndexerShape& s) { return std::min(s.topk, s.N); }
@@ -159,9 +158,13 @@ void indexer_topk_chunk(const IndexerInputs<T, A>& in, const IndexerShape& s, in
     bool needed = false;
     for (int64_t i = 0; i < n && !needed; ++i) needed = ws.base[i] < k1 && ws.base[i] + ws.visible[i] > k0;
     if (!needed) continue;
-    for (int64_t j = 0; j < kIndexerKeys; ++j) {
+    for (int64_t j = 0; j < kIndexerKeys; ++j) {  // transpose the tile; keys past k1 score 0 and are not offered
+      if (k0 + j >= k1) {
+        for (int64_t c = 0; c < d; ++c) ws.kt[c * kIndexerKeys + j] = A(0);
+        continue;
+      }
       const T* key = in.k + (k0 + j) * d;
-      for (int64_t c = 0; c < d; ++c) ws.kt[c * kIndexerKeys + j] = k0 + j < k1 ? widen<A>(key[c]) : A(0);
+      for (int64_t c = 0; c < d; ++c) ws.kt[c * kIndexerKeys + j] = widen<A>(key[c]);
     }
     for (int64_t i = 0; i < n; ++i) {
       const int64_t first = std::max(k0, ws.base[i]), last = std::min(k1, ws.base[i] + ws.visible[i]);
