@@ -29,6 +29,21 @@ inline void check_dtype(const char* op, const char* arg, const at::Tensor& x, at
                     dtype_name(x.scalar_type()));
 }
 
+inline bool is_float(at::ScalarType dtype) {
+  return dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 || dtype == at::kHalf;
+}
+
+// A float32 / bfloat16 / float16 / float64 tensor.
+inline void check_float(const char* op, const char* arg, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(is_float(x.scalar_type()), op, ": '", arg, "' must be float32 or bfloat16 or float16 or float64, got ",
+                    dtype_name(x.scalar_type()));
+}
+
+// A tensor of exactly this shape.
+inline void check_shape(const char* op, const char* arg, const at::Tensor& x, at::IntArrayRef shape) {
+  TORCH_CHECK_VALUE(x.sizes() == shape, op, ": '", arg, "' must be of shape ", shape, ", got ", x.sizes());
+}
+
 // An int32 [rows, *] index tensor.
 inline void check_index(const char* op, const char* arg, const at::Tensor& idx, int64_t rows) {
   check_rank(op, arg, idx, 2);
