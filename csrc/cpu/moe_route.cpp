@@ -83,7 +83,9 @@ std::tuple<at::Tensor, at::Tensor> moe_route(const at::Tensor& logits, int64_t t
   }
   entry.calls.fetch_add(1, std::memory_order_relaxed);
 
-  const auto scores = at::softplus(logits, 1.0, 20.0).sqrt_().contiguous();
+  // fp64 then one rounding, exactly as the reference (PyTorch's fp32 softplus can give equal logits
+  // different last bits, which would break the lower-index tie rule).
+  const auto scores = at::softplus(logits.to(at::kDouble), 1.0, 20.0).sqrt_().to(logits.scalar_type()).contiguous();
   const bool wide = logits.scalar_type() == at::kDouble || (bias && bias->scalar_type() == at::kDouble);
   std::optional<at::Tensor> select_bias;
   if (bias && !hashed.defined()) select_bias = bias->to(wide ? at::kDouble : at::kFloat).contiguous();
