@@ -44,8 +44,9 @@ def register(subparsers) -> None:
                         help="compute dtype (default float32: CPU bf16 GEMMs are ~10x slower; V4 serves in bfloat16)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice; 1 avoids "
-                                                    "OpenMP oversubscription on a busy machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1, as the benchmarks: decode steps of a small model "
+                             "are too short for OpenMP to pay off, and spin-waiting threads lose on a busy machine)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompts, the tiny weights and sampling")
     parser.add_argument("--profile-steps", type=int, default=4, help="extra decode steps profiled per op (0: none)")
     parser.add_argument("--verify", action="store_true",
