@@ -104,6 +104,17 @@ struct Projection {
     return tmp.data();
   }
 
+  // Row n of expert e's dequantised matrix, given its fp32 scales s.
+  template <typename A>
+  void dequant_row(int64_t e, const float* s, int64_t n, A* out) const {
+    const auto* q = static_cast<const uint8_t*>(w.data_ptr());
+    if (format == Format::kFp8) {
+      v4k::moe::fp8_weight_row(q + e * N * K, s, K, block, n, out);
+    } else {
+      v4k::moe::fp4_weight_row(q + e * N * (K / 2), s, K, block, n, out);
+    }
+  }
+
   // The [N, K] matrix of expert e as a GEMM operand of dtype `gemm`: a view of w when it already is
   // one, else dequantised (or converted) into a reusable per-thread buffer, valid until the next call.
   at::Tensor operand(int64_t e, at::ScalarType gemm) const {
@@ -116,19 +127,35 @@ struct Projection {
     if (format == Format::kFloat) return out.copy_(w.select(0, e));
     std::vector<float> tmp;
     const float* s = expert_scale(e, tmp);
-    const int64_t stored_k = format == Format::kFp4 ? K / 2 : K;
-    const auto* q = static_cast<const uint8_t*>(w.data_ptr()) + e * N * stored_k;
     AT_DISPATCH_FLOATING_TYPES(gemm, "moe_ffn_dequant", [&] {
       scalar_t* dst = out.data_ptr<scalar_t>();
-      at::parallel_for(0, N, 64, [&](int64_t r0, int64_t r1) {
-        if (format == Format::kFp8) {
-          v4k::moe::fp8_weight_dequant_rows(q, s, K, block, r0, r1, dst);
-        } else {
-          v4k::moe::fp4_dequant_rows(q, s, K, block, r0, r1, dst);
-        }
+      at::parallel_for(0, N, 16, [&](int64_t r0, int64_t r1) {
+        for (int64_t n = r0; n < r1; ++n) dequant_row(e, s, n, dst + n * K);
       });
     });
     return out;
+  }
+
+  // out [R, N] = a [R, K] @ W_e.T in dtype `gemm`. A quantised expert seen by few rows (decode) is
+  // dequantised row by row into the dot products, reading its codes once; otherwise one ATen mm.
+  void gemm(int64_t e, const at::Tensor& a, at::Tensor& out, at::ScalarType gemm) const {
+    constexpr int64_t kFusedRows = 8;
+    if (!quantised() || a.size(0) > kFusedRows) {
+      at::mm_out(out, a, operand(e, gemm).t());
+      return;
+    }
+    std::vector<float> tmp;
+    const float* s = expert_scale(e, tmp);
+    AT_DISPATCH_FLOATING_TYPES(gemm, "moe_ffn_dequant_gemm", [&] {
+      const scalar_t* pa = a.data_ptr<scalar_t>();
+      scalar_t* py = out.data_ptr<scalar_t>();
+      const int64_t R = a.size(0);
+      at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+        std::vector<scalar_t> wrow(K);
+        v4k::moe::dequant_gemm_rows(
+            pa, R, K, n0, n1, [&](int64_t n, scalar_t* row) { dequant_row(e, s, n, row); }, wrow.data(), py, N);
+      });
+    });
   }
 };
 
@@ -282,8 +309,8 @@ at::Tensor run_experts(const ExpertSet& set, const at::Tensor& rows, const std::
     const int64_t s = starts[e], n = starts[e + 1] - s;
     if (n == 0) continue;
     at::Tensor gs = g.narrow(0, s, n), us = u.narrow(0, s, n);
-    at::mm_out(gs, a1.narrow(0, s, n), set.w1->operand(e, gemm).t());
-    at::mm_out(us, a3.narrow(0, s, n), set.w3->operand(e, gemm).t());
+    set.w1->gemm(e, a1.narrow(0, s, n), gs, gemm);
+    set.w3->gemm(e, a3.narrow(0, s, n), us, gemm);
     T* hs = reinterpret_cast<T*>(h.data_ptr()) + s * I;
     v4k::moe::swiglu_rows<T, A>(reinterpret_cast<const G*>(gs.data_ptr()), reinterpret_cast<const G*>(us.data_ptr()),
                                 n, I, static_cast<A>(set.limit), weight ? weight + s : nullptr, hs);
@@ -292,7 +319,7 @@ at::Tensor run_experts(const ExpertSet& set, const at::Tensor& rows, const std::
     }
     if (!a2.is_same(h)) a2.narrow(0, s, n).copy_(h.narrow(0, s, n));
     at::Tensor ys = y.narrow(0, s, n);
-    at::mm_out(ys, a2.narrow(0, s, n), set.w2->operand(e, gemm).t());
+    set.w2->gemm(e, a2.narrow(0, s, n), ys, gemm);
   }
   return y;
 }

@@ -2,6 +2,7 @@
 // UE8M0 scales, e4m3 and e2m1 codes, 128x128 FP8 / 1xB FP4 weight dequantisation and the FP8 1x128
 // activation fake-quantisation that V4's Linear applies before an FP8/FP4 GEMM.
 #pragma once
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -100,36 +101,74 @@ void fp8_fake_quant_row(const T* in, T* out, int64_t K, int64_t block) {
   }
 }
 
-// Rows [r0, r1) of an e4m3 [N, K] weight with fp32 block scales [ceil(N/block), ceil(K/block)],
-// dequantised (code * scale in fp32, then widened) into out [N, K].
+// e2m1 values of both nibbles of every byte: element 2i (low nibble) first.
+inline const std::array<std::array<float, 2>, 256>& e2m1_pair_table() {
+  static const std::array<std::array<float, 2>, 256> table = [] {
+    std::array<std::array<float, 2>, 256> t{};
+    for (int b = 0; b < 256; ++b) t[b] = {e2m1_value(b & 0xf), e2m1_value(b >> 4)};
+    return t;
+  }();
+  return table;
+}
+
+// One row of K e4m3 codes times its fp32 block scales (one per `block` columns), widened to A: the
+// code * scale product is formed in fp32 as the reference's dequantisation.
 template <typename A>
-void fp8_weight_dequant_rows(const uint8_t* q, const float* scale, int64_t K, int64_t block, int64_t r0,
-                             int64_t r1, A* out) {
+void fp8_dequant_row(const uint8_t* q, const float* scale, int64_t K, int64_t block, A* out) {
   const auto& value = e4m3_table();
-  const int64_t kb = (K + block - 1) / block;
-  for (int64_t n = r0; n < r1; ++n) {
-    const float* s = scale + (n / block) * kb;
-    const uint8_t* src = q + n * K;
-    A* dst = out + n * K;
-    for (int64_t k = 0; k < K; ++k) dst[k] = static_cast<A>(value[src[k]] * s[k / block]);
+  for (int64_t b = 0, k = 0; k < K; ++b) {
+    const float s = scale[b];
+    for (const int64_t end = std::min(K, k + block); k < end; ++k) out[k] = static_cast<A>(value[q[k]] * s);
   }
 }
 
-// Rows [r0, r1) of a packed e2m1 [N, K/2] weight (element 2i in the low nibble of byte i) with fp32
-// scales [N, K/block], dequantised into out [N, K].
+// One row of K packed e2m1 values (element 2i in the low nibble of byte i; `block` even) times its
+// fp32 scales, widened to A.
 template <typename A>
-void fp4_dequant_rows(const uint8_t* packed, const float* scale, int64_t K, int64_t block, int64_t r0, int64_t r1,
-                      A* out) {
-  const int64_t blocks = K / block;
-  for (int64_t n = r0; n < r1; ++n) {
-    const uint8_t* src = packed + n * (K / 2);
-    const float* s = scale + n * blocks;
-    A* dst = out + n * K;
-    for (int64_t i = 0; i < K / 2; ++i) {
-      const float sc = s[(2 * i) / block];
-      dst[2 * i] = static_cast<A>(e2m1_value(src[i] & 0xf) * sc);
-      dst[2 * i + 1] = static_cast<A>(e2m1_value(src[i] >> 4) * sc);
+void fp4_dequant_row(const uint8_t* packed, const float* scale, int64_t K, int64_t block, A* out) {
+  const auto& pair = e2m1_pair_table();
+  for (int64_t b = 0, k = 0; k < K; ++b) {
+    const float s = scale[b];
+    for (const int64_t end = k + block; k < end; k += 2) {
+      const auto& v = pair[packed[k / 2]];
+      out[k] = static_cast<A>(v[0] * s);
+      out[k + 1] = static_cast<A>(v[1] * s);
     }
+  }
+}
+
+// Row n of an e4m3 [N, K] weight with block scales [ceil(N/block), ceil(K/block)], dequantised.
+template <typename A>
+void fp8_weight_row(const uint8_t* q, const float* scale, int64_t K, int64_t block, int64_t n, A* out) {
+  fp8_dequant_row(q + n * K, scale + (n / block) * ((K + block - 1) / block), K, block, out);
+}
+
+// Row n of a packed e2m1 [N, K/2] weight with scales [N, K/block], dequantised.
+template <typename A>
+void fp4_weight_row(const uint8_t* packed, const float* scale, int64_t K, int64_t block, int64_t n, A* out) {
+  fp4_dequant_row(packed + n * (K / 2), scale + n * (K / block), K, block, out);
+}
+
+// Rows of a few-row product y[r, n] = a[r, :] . W[n, :] with W dequantised one row at a time, so that a
+// decode step reads each selected quantised expert once and never writes it out whole. `dequant_row(n,
+// wrow)` fills the K values of row n; rows [n0, n1) of W are computed, y is [R, ldy].
+template <typename A>
+inline A dot(const A* a, const A* b, int64_t K) {
+  A lane[8] = {};  // independent partial sums the compiler can keep in vector registers
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    for (int j = 0; j < 8; ++j) lane[j] += a[k + j] * b[k + j];
+  }
+  for (; k < K; ++k) lane[0] += a[k] * b[k];
+  return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+}
+
+template <typename A, typename RowFn>
+void dequant_gemm_rows(const A* a, int64_t R, int64_t K, int64_t n0, int64_t n1, RowFn&& dequant_row, A* wrow,
+                       A* y, int64_t ldy) {
+  for (int64_t n = n0; n < n1; ++n) {
+    dequant_row(n, wrow);
+    for (int64_t r = 0; r < R; ++r) y[r * ldy + n] = dot(a + r * K, wrow, K);
   }
 }
 
