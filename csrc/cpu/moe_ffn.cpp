@@ -136,20 +136,30 @@ struct Projection {
     return out;
   }
 
-  // out [R, N] = a [R, K] @ W_e.T in dtype `gemm`. A quantised expert seen by few rows (decode) is
-  // dequantised row by row into the dot products, reading its codes once; otherwise one ATen mm.
+  // out [R, N] = a [R, K] @ W_e.T in dtype `gemm`. Few rows (decode) go through dot products over the
+  // weight rows: a quantised expert is dequantised row by row on the way, reading its codes once, and a
+  // small float one skips the per-call cost of a BLAS call. Otherwise one ATen mm.
   void gemm(int64_t e, const at::Tensor& a, at::Tensor& out, at::ScalarType gemm) const {
-    constexpr int64_t kFusedRows = 8;
-    if (!quantised() || a.size(0) > kFusedRows) {
+    constexpr int64_t kFewRows = 8, kSmallFloat = int64_t{1} << 16;
+    const bool direct_float = format == Format::kFloat && w.scalar_type() == gemm && N * K <= kSmallFloat &&
+                              (gemm == at::kFloat || gemm == at::kDouble);
+    if (a.size(0) > kFewRows || !(quantised() || direct_float)) {
       at::mm_out(out, a, operand(e, gemm).t());
       return;
     }
     std::vector<float> tmp;
-    const float* s = expert_scale(e, tmp);
-    AT_DISPATCH_FLOATING_TYPES(gemm, "moe_ffn_dequant_gemm", [&] {
+    const float* s = quantised() ? expert_scale(e, tmp) : nullptr;
+    AT_DISPATCH_FLOATING_TYPES(gemm, "moe_ffn_few_rows", [&] {
       const scalar_t* pa = a.data_ptr<scalar_t>();
       scalar_t* py = out.data_ptr<scalar_t>();
       const int64_t R = a.size(0);
+      if (direct_float) {
+        const scalar_t* pw = w.data_ptr<scalar_t>() + e * N * K;
+        for (int64_t n = 0; n < N; ++n) {
+          for (int64_t r = 0; r < R; ++r) py[r * N + n] = v4k::moe::dot(pa + r * K, pw + n * K, K);
+        }
+        return;
+      }
       at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
         std::vector<scalar_t> wrow(K);
         v4k::moe::dequant_gemm_rows(
