@@ -83,6 +83,17 @@ void check_dtype_in(const char* op, const std::string& arg, const at::Tensor& t,
   fail(op, arg, names, dtype_name(t.scalar_type()));
 }
 
+// Calls f with a null pointer of the torch-free storage type of a float dtype.
+template <typename F>
+void with_core_type(at::ScalarType dtype, F&& f) {
+  switch (dtype) {
+    case at::kFloat: return f(static_cast<float*>(nullptr));
+    case at::kDouble: return f(static_cast<double*>(nullptr));
+    case at::kBFloat16: return f(static_cast<v4k::bf16*>(nullptr));
+    default: return f(static_cast<_Float16*>(nullptr));
+  }
+}
+
 enum class Format { kFloat, kFp8, kFp4 };
 
 // One projection (w1, w3 or w2) of a set of experts in any weight format, as [E, N, K] (packed FP4:
@@ -141,31 +152,29 @@ struct Projection {
   // small float one skips the per-call cost of a BLAS call. Otherwise one ATen mm.
   void gemm(int64_t e, const at::Tensor& a, at::Tensor& out, at::ScalarType gemm) const {
     constexpr int64_t kFewRows = 8, kSmallFloat = int64_t{1} << 16;
-    const bool direct_float = format == Format::kFloat && w.scalar_type() == gemm && N * K <= kSmallFloat &&
-                              (gemm == at::kFloat || gemm == at::kDouble);
+    const bool direct_float = format == Format::kFloat && w.scalar_type() == gemm && N * K <= kSmallFloat;
     if (a.size(0) > kFewRows || !(quantised() || direct_float)) {
       at::mm_out(out, a, operand(e, gemm).t());
-      return;
-    }
-    std::vector<float> tmp;
-    const float* s = quantised() ? expert_scale(e, tmp) : nullptr;
-    AT_DISPATCH_FLOATING_TYPES(gemm, "moe_ffn_few_rows", [&] {
-      const scalar_t* pa = a.data_ptr<scalar_t>();
-      scalar_t* py = out.data_ptr<scalar_t>();
-      const int64_t R = a.size(0);
-      if (direct_float) {
-        const scalar_t* pw = w.data_ptr<scalar_t>() + e * N * K;
-        for (int64_t n = 0; n < N; ++n) {
-          for (int64_t r = 0; r < R; ++r) py[r * N + n] = v4k::moe::dot(pa + r * K, pw + n * K, K);
-        }
-        return;
-      }
-      at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
-        std::vector<scalar_t> wrow(K);
-        v4k::moe::dequant_gemm_rows(
-            pa, R, K, n0, n1, [&](int64_t n, scalar_t* row) { dequant_row(e, s, n, row); }, wrow.data(), py, N);
+    } else if (direct_float) {
+      with_core_type(gemm, [&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        const T* we = static_cast<const T*>(w.data_ptr()) + e * N * K;
+        v4k::moe::small_gemm(static_cast<const T*>(a.data_ptr()), a.size(0), we, N, K, static_cast<T*>(out.data_ptr()));
       });
-    });
+    } else {
+      std::vector<float> tmp;
+      const float* s = expert_scale(e, tmp);
+      AT_DISPATCH_FLOATING_TYPES(gemm, "moe_ffn_few_rows", [&] {
+        const scalar_t* pa = a.data_ptr<scalar_t>();
+        scalar_t* py = out.data_ptr<scalar_t>();
+        const int64_t R = a.size(0);
+        at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+          std::vector<scalar_t> wrow(K);
+          v4k::moe::dequant_gemm_rows(
+              pa, R, K, n0, n1, [&](int64_t n, scalar_t* row) { dequant_row(e, s, n, row); }, wrow.data(), py, N);
+        });
+      });
+    }
   }
 };
 
@@ -187,7 +196,9 @@ Projection check_projection(const std::string& name, const at::Tensor& w, const 
   const size_t lead = shape.size() - 2;
   p.N = shape[lead];
   p.K = shape[lead + 1];
-  if (p.format == Format::kFp4 && p.K % 2) fail(kOp, name, "an even input dim for packed FP4", "K=" + std::to_string(p.K));
+  if (p.format == Format::kFp4 && p.K % 2) {
+    fail(kOp, name, "an even input dim for packed FP4", "K=" + std::to_string(p.K));
+  }
   std::vector<int64_t> stored = shape;
   if (p.format == Format::kFp4) stored[lead + 1] = p.K / 2;
   check_shape(kOp, name, w, stored);
