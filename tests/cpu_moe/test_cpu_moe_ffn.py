@@ -122,6 +122,25 @@ def test_quantised_experts_see_fp8_activations():
     assert_close(out, ref.moe_ffn(*args, **kwargs), torch.float32)
 
 
+@pytest.mark.parametrize("fmt", ["fp8", "fp4"])
+@pytest.mark.parametrize("T, E", [(3, 2), (20, 1)])
+def test_fp8_activation_rounding_over_every_magnitude(fmt, T, E):
+    """Permutation weights make every output element one chain of a single input element (sums exact in any
+    order), so the FP8 activation rounding, subnormal codes included, is compared elementwise, relatively."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(T, 128, generator=gen) * 2.0 ** torch.randint(-24, 4, (T, 128), generator=gen)
+    gate = torch.randn(E, 128, generator=gen)
+
+    def permutations(scale):
+        return torch.stack([torch.eye(128)[torch.randperm(128, generator=gen)] * scale for _ in range(E)])
+
+    quantise = quant.fp8_weight_quant if fmt == "fp8" else quant.fp4_quant
+    (w1, s1), (w3, s3), (w2, s2) = quantise(permutations(0.5)), quantise(permutations(0.5)), quantise(permutations(2.0))
+    args, kwargs = (x, gate, w1, w3, w2, 1, 1.0), dict(w1_scale=s1, w3_scale=s3, w2_scale=s2, swiglu_limit=0.0)
+    out = kernel(*args, **kwargs)
+    torch.testing.assert_close(out, ref.moe_ffn(*args, **kwargs), rtol=1e-5, atol=0)
+
+
 def test_ties_pick_lower_expert_and_large_logits_are_linear():
     gen = torch.Generator().manual_seed(1)
     args, kwargs = _layer(9, 64, 8, 32, 3, gen=gen)
