@@ -326,9 +326,12 @@ at::Tensor run_experts(const ExpertSet& set, const at::Tensor& rows, const std::
   at::Tensor a2 = gemm == rows.scalar_type() ? h : at::empty_like(g);
   at::Tensor y = at::empty({M, D}, g.options());
   const bool quantise_h = set.w2->quantised();
+  std::vector<int64_t> active;  // experts with rows
   for (size_t e = 0; e + 1 < starts.size(); ++e) {
+    if (starts[e + 1] > starts[e]) active.push_back(static_cast<int64_t>(e));
+  }
+  auto expert = [&](int64_t e) {
     const int64_t s = starts[e], n = starts[e + 1] - s;
-    if (n == 0) continue;
     at::Tensor gs = g.narrow(0, s, n), us = u.narrow(0, s, n);
     set.w1->gemm(e, a1.narrow(0, s, n), gs, gemm);
     set.w3->gemm(e, a3.narrow(0, s, n), us, gemm);
@@ -341,6 +344,16 @@ at::Tensor run_experts(const ExpertSet& set, const at::Tensor& rows, const std::
     if (!a2.is_same(h)) a2.narrow(0, s, n).copy_(h.narrow(0, s, n));
     at::Tensor ys = y.narrow(0, s, n);
     set.w2->gemm(e, a2.narrow(0, s, n), ys, gemm);
+  };
+  // Experts write disjoint rows, so they run in parallel (each GEMM then on one thread); a single expert
+  // keeps the threads for its own GEMMs and dequantisation.
+  const int64_t count = static_cast<int64_t>(active.size());
+  if (count > 1 && at::get_num_threads() > 1) {
+    at::parallel_for(0, count, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) expert(active[i]);
+    });
+  } else {
+    for (const int64_t e : active) expert(e);
   }
   return y;
 }

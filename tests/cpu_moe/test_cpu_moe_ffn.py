@@ -241,3 +241,15 @@ def test_errors_name_the_argument_like_the_reference(arg, args, kwargs):
 def test_kernel_is_reported_as_the_cpu_route():
     info = _extension().kernel_info()["moe_ffn"]
     assert "C++" in info
+
+
+@pytest.mark.parametrize("formats", [("float",) * 3, ("fp4", "fp8", "fp4")])
+@pytest.mark.parametrize("T", [3, 40])
+def test_experts_in_parallel_threads_match_reference(formats, T):
+    args, kwargs = _layer(T, 128, 6, 128, 2, formats, shared="fp8" if formats[0] != "float" else "float")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        check_against_reference(args, kwargs, torch.float32)
+    finally:
+        torch.set_num_threads(threads)
