@@ -24,8 +24,8 @@ namespace {
 
 KernelEntry& moe_ffn_entry = describe_kernel(
     "moe_ffn",
-    "C++ fused route + counting-sort dispatch + per-expert ATen mm_out on row slices + clamped SwiGLU; "
-    "FP8/FP4 experts dequantised only when selected");
+    "C++ fused route + counting-sort dispatch + clamped SwiGLU; per selected expert (in parallel): ATen mm_out "
+    "on row slices, or for <= 8 rows direct dot products (FP8/FP4 dequantised row by row on the way)");
 
 constexpr const char* kOp = "moe_ffn";
 constexpr const char* kRouteOp = "moe_route";

@@ -253,3 +253,11 @@ def test_experts_in_parallel_threads_match_reference(formats, T):
         check_against_reference(args, kwargs, torch.float32)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("T", [2, 40])
+def test_low_precision_and_fp64_on_few_and_many_rows_per_expert(dtype, T):
+    """Few rows take the direct dot products, many rows one ATen mm in the input dtype (float weights)."""
+    args, kwargs = _layer(T, 64, 3, 96, 2, shared="float", dtype=dtype)
+    check_against_reference(args, kwargs, dtype)
