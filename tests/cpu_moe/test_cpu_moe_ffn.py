@@ -261,3 +261,13 @@ def test_low_precision_and_fp64_on_few_and_many_rows_per_expert(dtype, T):
     """Few rows take the direct dot products, many rows one ATen mm in the input dtype (float weights)."""
     args, kwargs = _layer(T, 64, 3, 96, 2, shared="float", dtype=dtype)
     check_against_reference(args, kwargs, dtype)
+
+
+@pytest.mark.parametrize("x_dtype, w_dtype", [(torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16)])
+@pytest.mark.parametrize("T", [2, 30])
+def test_weights_of_another_float_dtype_and_fp64_bias(x_dtype, w_dtype, T):
+    """Float weights need not share x's dtype: the GEMMs then run in fp32 (as the reference); an fp64 bias
+    selects in fp64 like torch's type promotion of scores + bias."""
+    args, kwargs = _layer(T, 64, 4, 32, 2, shared="float", dtype=w_dtype)
+    x, gate, w1, w3, w2, k, scale, bias = args
+    check_against_reference((x.to(x_dtype), gate.double(), w1, w3, w2, k, scale, bias.double()), kwargs, x_dtype)
