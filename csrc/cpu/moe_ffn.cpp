@@ -15,6 +15,7 @@
 
 #include "cpu/checks.h"
 #include "cpu/registry.h"
+#include "kernels/moe_gemm.h"
 #include "kernels/moe_quant.h"
 #include "kernels/moe_routing.h"
 #include "kernels/moe_swiglu.h"
