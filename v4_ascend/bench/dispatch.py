@@ -49,22 +49,24 @@ def _tiny_args(op: str, device) -> tuple:
 
 def overhead(device, *, op):
     args = _tiny_args(op, device)
+    with torch.inference_mode(False):  # ordinary tensors: they carry the autograd key, inference tensors do not
+        plain_args = _tiny_args(op, device)
     direct = getattr(torch.ops.v4_ascend, op).default
     wrapped = _wrapped()[op]
 
-    def repeat(fn, inference=True):
+    def repeat(fn, inputs, inference=True):
         def calls():
             with torch.inference_mode(inference), torch.no_grad():
                 for _ in range(CALLS):
-                    fn(*args)
+                    fn(*inputs)
 
         return calls
 
-    return Workload(kernel=repeat(direct),
-                    baselines={"peer: torch.library.custom_op around it": repeat(wrapped),
-                               "same op under no_grad, not inference_mode": repeat(direct, inference=False)},
+    return Workload(kernel=repeat(direct, args),
+                    baselines={"peer: torch.library.custom_op around it": repeat(wrapped, args),
+                               "same op, no_grad, ordinary tensors": repeat(direct, plain_args, inference=False)},
                     note=f"{CALLS} calls per timed call: ms here = us per op call; kernel and custom_op under "
-                    "inference_mode (no autograd key)")
+                    "inference_mode on inference tensors (no autograd key)")
 
 
 CASES = [
