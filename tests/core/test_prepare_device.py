@@ -124,3 +124,15 @@ def test_the_simulated_device_only_sets_the_variable_and_refuses_the_other_vendo
     other = "mlu" if simulated == "npu" else "npu"
     with pytest.raises(RuntimeError, match=f"--device {other}: this process simulates '{simulated}'"):
         backends.prepare_device(other, [])
+
+
+@real_process
+@pytest.mark.parametrize("command", ["check", "bench"])
+def test_check_and_bench_refuse_a_vendor_device_without_its_module(command, monkeypatch, capsys):
+    from v4_ascend.cli import main
+
+    setup = VENDOR_SETUP["mlu"]
+    monkeypatch.setenv(setup.env, "unset by the test")
+    monkeypatch.setitem(sys.modules, setup.module, None)
+    assert main([command, "--device", "mlu", "--op", "moe_route"]) == 2
+    assert "--device mlu needs torch_mlu, which is not installed" in capsys.readouterr().out

@@ -22,7 +22,7 @@ def run(args) -> int:
     try:  # before any device work: no silent CPU fallback, the vendor backend loaded
         backends.prepare_device(args.device, ["-m", "v4_ascend.cli", *args.argv])
     except RuntimeError as error:
-        Console().print(f"[red]check: {error}[/red]")
+        Console().print(f"[red]check: {error}[/red]", soft_wrap=True)
         return 2
     npu = torch.device(args.device).type == "npu"
     results = check.check_all(args.device, args.op, args.seed)
