@@ -46,7 +46,7 @@ print("before", *before)
 print("torch_mlu saw ENABLE_FALLBACK_TO_CPU =", torch_mlu.fallback_at_import, "after v4_ascend:",
       torch_mlu.v4_ascend_first)
 print("after", backends.privateuse1_name(), *backends.loaded())
-print("skipped", backends.skipped())
+
 '''
 
 # A torch_npu stand-in that claims nothing: enough to see whether the variable was in force at import.
@@ -86,6 +86,7 @@ def test_mlu_fallback_is_off_before_torch_mlu_and_the_backend_loads_after_v4_asc
     assert after == ["after", "mlu", *before[2:], "mlu"]  # loaded once, and never next to npu
 
 
+
 def test_npu_restarts_once_when_torch_npu_was_imported_without_the_variable(tmp_path):
     done = _run(tmp_path, "torch_npu", NPU_STAND_IN, NPU_SCRIPT)
     runs = [line for line in done.stdout.splitlines() if line.startswith("run:")]
@@ -93,6 +94,17 @@ def test_npu_restarts_once_when_torch_npu_was_imported_without_the_variable(tmp_
     assert runs == ["run: torch_npu saw TORCH_NPU_FALLBACK_CPU_DISABLE = None",
                     "run: torch_npu saw TORCH_NPU_FALLBACK_CPU_DISABLE = 1"], done.stdout + done.stderr
     assert "--device npu: importing torch_npu left PyTorch's PrivateUse1 device named 'privateuseone'" in done.stderr
+
+
+def test_a_second_vendor_is_refused_before_its_module_is_imported():
+    script = (f"import sys, torch; sys.path.insert(0, {str(ROOT)!r}); from v4_ascend import backends; "
+              "torch.utils.rename_privateuse1_backend('mlu'); backends.prepare_device('npu', [])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("V4_ASCEND_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    assert ("--device npu: PyTorch's PrivateUse1 device is already 'mlu' in this process (one vendor per process)"
+            in done.stderr), done.stderr
+    assert "torch_npu" not in done.stderr  # refused before any attempt to import it
 
 
 @real_process

@@ -39,6 +39,9 @@ VENDOR_SETUP = {
 }
 
 
+UNCLAIMED = "privateuseone"  # PrivateUse1's name before a vendor module renames it
+
+
 class VendorModuleMissing(RuntimeError):
     """The vendor module of the requested device is not installed."""
 
@@ -54,8 +57,8 @@ def prepare_device(device: str | torch.device, restart_argv: Sequence[str]) -> N
 
     Raises:
         VendorModuleMissing: the device's vendor module is not installed (the message names the device).
-        RuntimeError: the vendor module did not claim PrivateUse1 as the device, or the simulated device
-            of this process is another one.
+        RuntimeError: another vendor already owns PrivateUse1, the vendor module did not claim it as the
+            device, or the simulated device of this process is another one.
     """
     from v4_ascend import backends
     from v4_ascend.testing import sim_device
@@ -72,6 +75,10 @@ def prepare_device(device: str | torch.device, restart_argv: Sequence[str]) -> N
                                f"({sim_device.ENV}={simulated.type})")
         os.environ[setup.env] = setup.value
         return
+    claimed = backends.privateuse1_name()
+    if claimed not in (UNCLAIMED, device_type):  # never a second vendor in one process
+        raise RuntimeError(f"--device {device_type}: PyTorch's PrivateUse1 device is already '{claimed}' in this "
+                           "process (one vendor per process)")
     if os.environ.get(setup.env) != setup.value:
         os.environ[setup.env] = setup.value
         if sys.modules.get(setup.module) is not None:  # imported without the variable: only a fresh process obeys it
