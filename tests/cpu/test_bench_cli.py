@@ -9,6 +9,8 @@ import torch
 
 from v4_ascend import bench
 from v4_ascend.backends import privateuse1_name
+from v4_ascend.bench import dispatch as dispatch_cases
+from v4_ascend.bench import engram as engram_cases
 from v4_ascend.bench import harness
 from v4_ascend.bench import sparse_attn as sparse_attn_cases
 from v4_ascend.cli import main
@@ -50,8 +52,44 @@ def test_unknown_op_is_refused():
 def test_every_case_names_a_production_or_small_shape_and_a_baseline():
     names = [(case.op, case.name, case.dtype) for case in bench.cases()]
     assert len(names) == len(set(names))
-    assert {case.op for case in bench.cases()} == {"sparse_attn", "grouped_gemm", "grouped_gemm_masked"}
+    assert {case.op for case in bench.cases()} == {
+        "sparse_attn", "grouped_gemm", "grouped_gemm_masked", "kv_compress", "indexer_topk", "engram_lookup",
+        "mhc_pre", "mhc_post", "moe_route", "dispatch_overhead"}
     assert bench.cases(quick=True) and set(bench.cases(quick=True)) < set(bench.cases())
+    # every op keeps a --quick case, so that each one is smoke-tested
+    assert {case.op for case in bench.cases(quick=True)} == {case.op for case in bench.cases()}
+
+
+NEW_OPS = ("kv_compress", "indexer_topk", "engram_lookup", "mhc_pre", "mhc_post", "moe_route", "dispatch_overhead")
+
+
+def test_quick_bench_of_the_other_ops_runs_and_reports_each(tmp_path, capsys):
+    out = tmp_path / "bench.jsonl"
+    status = main(["bench", "--quick", *(arg for op in NEW_OPS for arg in ("--op", op)), "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["op"] for r in records} == set(NEW_OPS)
+    for record in records:
+        assert record["ratio"] > 0 and len(record["kernel_s"]["all"]) >= 5
+        rated = record["gbps"] or record["gflops"]
+        assert rated > 0 if record["op"] != "dispatch_overhead" else rated is None
+
+
+@pytest.mark.parametrize("fp8", [False, True], ids=["bf16", "fp8"])
+@pytest.mark.parametrize("with_hash", [False, True], ids=["lookup", "hash-and-lookup"])
+def test_engram_peer_gathers_and_dequantises_the_same_rows(fp8, with_hash):
+    work = engram_cases.lookup(torch.device("cpu"), fp8=fp8, tokens=16, with_hash=with_hash, table_bytes=1 << 20)
+    (peer,) = work.baselines.values()
+    assert torch.equal(peer(), work.kernel())
+
+
+@pytest.mark.parametrize("op", ["moe_route", "mhc_post", "engram_hash"])
+def test_dispatch_peer_wraps_the_same_op(op):
+    args = dispatch_cases._tiny_args(op, torch.device("cpu"))
+    direct, wrapped = getattr(torch.ops.v4_ascend, op).default(*args), dispatch_cases._wrapped()[op](*args)
+    for got, want in zip(torch.utils._pytree.tree_leaves(wrapped), torch.utils._pytree.tree_leaves(direct)):
+        assert torch.equal(got, want)
 
 
 def test_alternating_timer_runs_every_contender_reps_times_plus_warmup():

@@ -6,13 +6,14 @@ Run it inside the Cambricon container (docs/cambricon.md) on a machine with an M
 
 What it guarantees about the process it runs in:
 
-- ``ENABLE_FALLBACK_TO_CPU=0`` is set here, in :func:`main`, *before* torch_mlu is imported. By default
-  torch_mlu runs aten ops that lack an MLU kernel on the CPU (``MLUFallback.cpp``), which would hide a
-  CPU round trip inside our kernels; with the variable at 0 such an op raises. An existing value is
-  overridden (and reported).
-- torch_mlu is imported before v4_ascend, so PyTorch's PrivateUse1 device is ``mlu`` when v4_ascend loads
-  its backends, and ``V4_ASCEND_BACKEND=mlu`` turns a backend that cannot load (for example an unsupported
-  torch_mlu_ops release) into an error instead of a silent reference run.
+- :func:`v4_ascend.backends.prepare_device` (the mechanism behind ``v4-ascend check/bench --device mlu``)
+  sets ``ENABLE_FALLBACK_TO_CPU=0`` *before* torch_mlu is imported (restarting the kit once if torch_mlu
+  was already imported without it). By default torch_mlu runs aten ops that lack an MLU kernel on the
+  CPU (``MLUFallback.cpp``), which would hide a CPU round trip inside our kernels; with the variable at 0
+  such an op raises. An existing value is overridden (and reported).
+- It then imports torch_mlu, which names PyTorch's PrivateUse1 device ``mlu``, and loads v4_ascend's
+  backends again; ``V4_ASCEND_BACKEND=mlu`` turns a backend that cannot load (for example an
+  unsupported torch_mlu_ops release) into an error instead of a silent reference run.
 
 Then it prints the versions, the MLU arch and ``backend_report()``, checks that every declared op is
 served as the capability table routes it (ops routed to tmo by the mlu backend, the others by the
@@ -26,7 +27,6 @@ Exit status: 0 all checks passed; 1 a check failed (listed); 2 no MLU here (the 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -42,25 +42,24 @@ def _no_mlu(reason: str) -> int:
 
 def main() -> int:
     previous = os.environ.get("ENABLE_FALLBACK_TO_CPU")
-    os.environ["ENABLE_FALLBACK_TO_CPU"] = "0"  # before torch_mlu is imported: no silent CPU fallback
-    os.environ["V4_ASCEND_BACKEND"] = "mlu"
-    os.environ.pop("V4_ASCEND_SIM_DEVICE", None)  # the real device, never the simulated one
-    if importlib.util.find_spec("torch_mlu") is None:
-        return _no_mlu("torch_mlu is not installed (vendor tier skipped: run inside the Cambricon container, "
-                       "see docs/cambricon.md)")
-    import torch
-    import torch_mlu  # noqa: F401  (names PrivateUse1 'mlu'; must precede v4_ascend)
-
-    if not torch.mlu.is_available():
-        return _no_mlu("torch_mlu is installed but torch.mlu.is_available() is False")
+    for name in ("V4_ASCEND_SIM_DEVICE", "V4_ASCEND_BACKEND"):  # the real device, and the import must not fail
+        os.environ.pop(name, None)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's v4_ascend
-    try:
-        import v4_ascend
+    import torch
 
-        v4_ascend.backends.load()  # idempotent; loads now if something imported v4_ascend earlier
+    import v4_ascend
+    from v4_ascend import backends
+
+    os.environ["V4_ASCEND_BACKEND"] = "mlu"  # from here on, an mlu backend that cannot load is an error
+    try:  # ENABLE_FALLBACK_TO_CPU=0 before torch_mlu is imported, then the mlu backend loaded
+        backends.prepare_device("mlu", sys.argv)
+    except backends.VendorModuleMissing as error:
+        return _no_mlu(f"{error}; vendor tier skipped")
     except RuntimeError as error:  # V4_ASCEND_BACKEND=mlu and the backend cannot load
         print(f"FAIL: {error}")
         return FAILED
+    if not torch.mlu.is_available():
+        return _no_mlu("torch_mlu is installed but torch.mlu.is_available() is False")
     from v4_ascend.backends.mlu import capabilities, tmo
 
     device = torch.device("mlu", 0)

@@ -1,7 +1,8 @@
 """MLU hardware tier: runs the validation kit (tests/device/mlu_kit.py) in its own process.
 
-The kit needs a process where torch_mlu is imported before v4_ascend and ``ENABLE_FALLBACK_TO_CPU=0`` is
-set before that import; this test process has already imported v4_ascend, hence the subprocess. Without
+The kit needs a process where ``ENABLE_FALLBACK_TO_CPU=0`` is set before torch_mlu is imported and
+``V4_ASCEND_BACKEND=mlu`` is in force; this test process may have imported torch_mlu already and runs
+with other settings, hence the subprocess. Without
 torch_mlu or an MLU the kit exits 2 and this test is skipped with the kit's reason (never a fake pass).
 """
 

@@ -97,6 +97,9 @@ def skipped() -> dict[str, str]:
     return dict(_skipped)
 
 
+from v4_ascend.backends.prepare import VendorModuleMissing, prepare_device  # noqa: E402  (uses load above)
+
 __all__ = [
-    "BACKENDS", "CHOICES", "ENV", "Route", "load", "loaded", "module", "privateuse1_name", "requested", "skipped",
+    "BACKENDS", "CHOICES", "ENV", "Route", "VendorModuleMissing", "load", "loaded", "module", "prepare_device",
+    "privateuse1_name", "requested", "skipped",
 ]

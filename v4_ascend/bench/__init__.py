@@ -13,7 +13,7 @@ import importlib
 from v4_ascend.bench.harness import Case
 
 # Modules defining CASES, in report order.
-SUITES = ("sparse_attn", "grouped_gemm")
+SUITES = ("sparse_attn", "grouped_gemm", "kv_compress", "indexer_topk", "engram", "mhc", "moe_route", "dispatch")
 
 
 def cases(ops: list[str] | None = None, quick: bool = False) -> list[Case]:

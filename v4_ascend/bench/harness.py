@@ -57,6 +57,7 @@ class Case:
     build: Callable[[torch.device], Workload]
     bound: str = "gemm"  # the ceiling the "% of ceiling" column refers to: "gemm" or "copy"
     quick: bool = False  # part of the --quick subset
+    serves: str | None = None  # the op whose serving backend is reported, when `op` is not an op (default: op)
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def run_cases(cases: list[Case], device: torch.device, ceilings: Ceilings, reps:
             contenders = {KERNEL: work.kernel, **work.baselines}
             timings = time_alternating(contenders, sync, reps, CLOCKS[clock])
             peaks = {name: peak_growth(fn, device) for name, fn in contenders.items()}
-            backend, _ = serving_backend(case.op, device.type)
+            backend, _ = serving_backend(case.serves or case.op, device.type)
             for baseline in work.baselines:
                 rows.append(Row(case, baseline, backend, timings[KERNEL], timings[baseline], work.flops, work.bytes,
                                 ceilings.of(case), work.note, peaks[KERNEL], peaks[baseline]))
@@ -259,13 +260,23 @@ def geomean(values: Iterable[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
+def _or_na(value: float, template: str) -> str:
+    """`template` filled with `value`, or "n/a" for a rate the case does not report."""
+    return "n/a" if math.isnan(value) else template.format(value)
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
 def render(rows: list[Row], ceilings: Ceilings, console: Console) -> None:
     """One table per op, each closed by the geometric mean of its speedups."""
     by_op: dict[str, list[Row]] = {}
     for row in rows:
         by_op.setdefault(row.case.op, []).append(row)
     for op, op_rows in by_op.items():
-        table = Table(title=f"{op} (served by: {op_rows[0].backend})", show_lines=False)
+        served = ", ".join(dict.fromkeys(r.backend for r in op_rows))
+        table = Table(title=f"{op} (served by: {served})", show_lines=False)
         for column in ("case", "dtype", "kernel ms min / med", "baseline", "baseline ms min / med", "kernel rate",
                        "% ceil.", "baseline % ceil.", "peak MB kernel / baseline", "speedup"):
             table.add_column(column, justify="left" if column in ("case", "dtype", "baseline") else "right")
@@ -274,8 +285,9 @@ def render(rows: list[Row], ceilings: Ceilings, console: Console) -> None:
             table.add_row(row.case.name, dtype_name(row.case.dtype),
                           f"{row.kernel.min * 1e3:.3f} / {row.kernel.median * 1e3:.3f}", row.baseline,
                           f"{row.reference.min * 1e3:.3f} / {row.reference.median * 1e3:.3f}",
-                          f"{row.rate(row.kernel):.1f} {unit}", f"{100 * row.fraction(row.kernel):.0f} %",
-                          f"{100 * row.fraction(row.reference):.0f} %",
+                          _or_na(row.rate(row.kernel), f"{{:.1f}} {unit}"),
+                          _or_na(100 * row.fraction(row.kernel), "{:.0f} %"),
+                          _or_na(100 * row.fraction(row.reference), "{:.0f} %"),
                           f"{megabytes(row.kernel_peak)} / {megabytes(row.reference_peak)}", f"{row.speedup:.2f}x")
         table.add_row("geomean", "", "", "", "", "", "", "", "", f"{geomean(r.speedup for r in op_rows):.2f}x",
                       style="bold")
@@ -325,8 +337,8 @@ def write_json(rows: list[Row], path: str, meta: dict) -> None:
                 "gflops": row.flops / row.kernel.min / 1e9 if row.flops else None,
                 "gbps": row.bytes / row.kernel.min / 1e9 if row.bytes else None,
                 "bound": row.case.bound,
-                "fraction_of_ceiling": row.fraction(row.kernel),
-                "baseline_fraction_of_ceiling": row.fraction(row.reference),
+                "fraction_of_ceiling": _finite(row.fraction(row.kernel)),
+                "baseline_fraction_of_ceiling": _finite(row.fraction(row.reference)),
                 "ratio": row.speedup,
                 "ratio_median": row.reference.median / row.kernel.median,
                 "kernel_peak_bytes": row.kernel_peak,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from rich.console import Console
 
-from v4_ascend import bench
+from v4_ascend import backends, bench
 from v4_ascend.bench import harness
 
 
@@ -39,7 +39,8 @@ def run(args) -> int:
         return 2
     try:
         cases = bench.cases(args.op, quick=args.quick)
-    except ValueError as error:
+        backends.prepare_device(args.device, ["-m", "v4_ascend.cli", *args.argv])
+    except (ValueError, RuntimeError) as error:
         console.print(f"[red]{error}[/red]")
         return 2
     torch.set_num_threads(args.threads)

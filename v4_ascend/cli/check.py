@@ -6,6 +6,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from v4_ascend import backends
 from v4_ascend.testing import cases, check
 
 
@@ -18,12 +19,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    try:  # before any device work: no silent CPU fallback, the vendor backend loaded
+        backends.prepare_device(args.device, ["-m", "v4_ascend.cli", *args.argv])
+    except RuntimeError as error:
+        Console().print(f"[red]check: {error}[/red]", soft_wrap=True)
+        return 2
     npu = torch.device(args.device).type == "npu"
-    if npu:  # before any NPU work: torch_npu must not fall back to the CPU silently
-        from v4_ascend.backends.npu import kit
-
-        ops = [arg for op in args.op or () for arg in ("--op", op)]
-        kit.ensure_cpu_fallback_disabled(["check", "--device", args.device, "--seed", str(args.seed), *ops])
     results = check.check_all(args.device, args.op, args.seed)
     table = Table(title=f"kernel vs reference on {args.device} (torch {torch.__version__}, seed {args.seed})")
     for column in ("op", "backend", "dtype", "cases", "max |error|", "tolerance (atol, rtol)", "result"):
@@ -43,6 +44,8 @@ def run(args) -> int:
     console = Console()
     console.print(table)
     if npu:
+        from v4_ascend.backends.npu import kit
+
         for line in kit.summary_lines():
             console.print(line)
     return 1 if failed else 0
