@@ -76,10 +76,12 @@ std::tuple<at::Tensor, at::Tensor> moe_route(const at::Tensor& logits, int64_t t
     check_ids(op, "tid2eid", *tid2eid);
     TORCH_CHECK_VALUE(tid2eid->dim() == 2 && tid2eid->size(1) == topk, op, ": 'tid2eid' must be of shape [*, ", topk,
                       "], got ", tid2eid->sizes());
-    const auto ids = token_ids->to(at::kLong).contiguous(), table = tid2eid->to(at::kLong).contiguous();
-    check_range(op, "token_ids", ids, table.size(0));
-    check_range(op, "tid2eid", table, E);
-    hashed = table.index_select(0, ids).contiguous();
+    // Only the rows of the batch's tokens are read (and range-checked): the table has one row per
+    // vocabulary entry (129,280 in V4), far more than a decode step touches.
+    const auto ids = token_ids->to(at::kLong).contiguous();
+    check_range(op, "token_ids", ids, tid2eid->size(0));
+    hashed = tid2eid->index_select(0, ids).to(at::kLong).contiguous();
+    check_range(op, "tid2eid", hashed, E);
   }
   entry.calls.fetch_add(1, std::memory_order_relaxed);
 

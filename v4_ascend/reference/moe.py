@@ -104,8 +104,9 @@ def moe_route(logits, topk, route_scale, bias=None, token_ids=None, tid2eid=None
     scores = router_scores(logits)
     if tid2eid is not None:
         v.index_range("moe_route", "token_ids", token_ids, tid2eid.shape[0], allow_invalid=False)
-        v.index_range("moe_route", "tid2eid", tid2eid, E, allow_invalid=False)
+        # Only the looked-up rows must hold valid experts (the table has a row per vocabulary entry).
         idx = tid2eid.index_select(0, token_ids.long()).long()
+        v.index_range("moe_route", "tid2eid", idx, E, allow_invalid=False)
     else:
         select = scores if bias is None else scores + bias
         # A stable descending sort puts equal scores in increasing expert order: ties -> lower index.
