@@ -1,9 +1,9 @@
-"""The C++ CPU kernels of fp8_fake_quant, fp4_fake_quant and hadamard_rotate (csrc/cpu/quant.cpp) are
-bit-exact with the pure-PyTorch references: outputs are compared as raw bits, on the registered cases of
-every dtype, on sweeps of every e4m3 code and e2m1 tie across exponents, at the amax floors, on signed
-zeros, NaN/inf and non-contiguous inputs. Independent oracles (torch's own e4m3 cast, a hand-written
-e2m1 table, a dense Sylvester-Hadamard matmul in fp64) check the rules themselves. Every kernel call also
-checks that the C++ kernel, not the reference, served it.
+"""The C++ CPU kernels of fp8_quant, fp4_quant, fp8_fake_quant, fp4_fake_quant and hadamard_rotate
+(csrc/cpu/quant.cpp) are bit-exact with the pure-PyTorch references: outputs (codes, scales, values) are
+compared as raw bits, on the registered cases of every dtype, on sweeps of every e4m3 code and e2m1 tie
+across exponents, at the amax floors, on signed zeros, NaN/inf and non-contiguous inputs. Independent
+oracles (torch's own e4m3 cast, a hand-written e2m1 table, a dense Sylvester-Hadamard matmul in fp64)
+check the rules themselves. Every kernel call also checks that the C++ kernel, not the reference, served it.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from v4_ascend import backends
 from v4_ascend.reference import quant as ref
 from v4_ascend.testing import cases
 
-OPS = ("fp8_fake_quant", "fp4_fake_quant", "hadamard_rotate")
+OPS = ("fp8_quant", "fp4_quant", "fp8_fake_quant", "fp4_fake_quant", "hadamard_rotate")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
-REFERENCE = {"fp8_fake_quant": ref.fp8_fake_quant, "fp4_fake_quant": ref.fp4_fake_quant,
-             "hadamard_rotate": ref.hadamard_rotate}
-_INT_OF_WIDTH = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+REFERENCE = {"fp8_quant": ref.fp8_quant, "fp4_quant": ref.fp4_quant, "fp8_fake_quant": ref.fp8_fake_quant,
+             "fp4_fake_quant": ref.fp4_fake_quant, "hadamard_rotate": ref.hadamard_rotate}
+_INT_OF_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def _extension():
@@ -51,6 +51,9 @@ def assert_bits(got: torch.Tensor, want: torch.Tensor) -> None:
     """Same dtype, shape and bits; NaNs only need to sit at the same places (their payloads may differ)."""
     assert got.dtype == want.dtype and got.shape == want.shape
     assert got.is_contiguous()
+    if want.element_size() == 1:  # e4m3 / packed e2m1 codes
+        assert torch.equal(got.view(torch.uint8), want.view(torch.uint8)), "codes differ"
+        return
     nan = want.isnan()
     assert torch.equal(got.isnan(), nan), "NaNs at different places"
     as_int = _INT_OF_WIDTH[want.element_size()]
@@ -62,9 +65,10 @@ def assert_bits(got: torch.Tensor, want: torch.Tensor) -> None:
     )
 
 
-def check(op: str, *args) -> torch.Tensor:
-    out = kernel(op, *args)
-    assert_bits(out, REFERENCE[op](*args))
+def check(op: str, *args):
+    out, want = kernel(op, *args), REFERENCE[op](*args)
+    for got_part, want_part in zip(*((out, want) if isinstance(out, tuple) else ((out,), (want,))), strict=True):
+        assert_bits(got_part, want_part)
     return out
 
 
@@ -101,8 +105,11 @@ def test_fp8_every_code_tie_and_neighbour_across_exponents(exponent):
     x = torch.cat([anchor, x], dim=1) * 2.0**exponent
     out = check("fp8_fake_quant", x, block)
     # Independent of the reference: scale 2^exponent, and torch's own fp32 -> e4m3 cast (RNE, -0 kept).
-    expected = (x / 2.0**exponent).to(torch.float8_e4m3fn).float() * 2.0**exponent
-    assert_bits(out, expected)
+    codes = (x / 2.0**exponent).to(torch.float8_e4m3fn)
+    assert_bits(out, codes.float() * 2.0**exponent)
+    q, scale = check("fp8_quant", x, block)
+    assert_bits(q, codes)
+    assert torch.equal(scale, torch.full((rows, 1), 2.0**exponent))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -114,14 +121,16 @@ def test_fp8_amax_floor_zeros_and_subnormal_results(dtype):
         [448.0 * 2**-8, 2.0**-18] * 64,  # a tiny value next to the block max: an e4m3 subnormal code
     ], dtype=torch.float64).to(dtype)
     out = check("fp8_fake_quant", x, 128)
+    check("fp8_quant", x, 128)
     assert torch.signbit(out[0, 1::2]).all() and not torch.signbit(out[0, ::2]).any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fp8_non_contiguous_input(dtype):
+@pytest.mark.parametrize("op", ["fp8_quant", "fp8_fake_quant"])
+def test_fp8_non_contiguous_input(op, dtype):
     base = torch.randn(256, 6, dtype=torch.float64).to(dtype)
-    check("fp8_fake_quant", base.t(), 64)  # [6, 256] with strides (1, 6)
-    check("fp8_fake_quant", torch.randn(3, 512, dtype=torch.float64).to(dtype)[:, ::2], 128)
+    check(op, base.t(), 64)  # [6, 256] with strides (1, 6)
+    check(op, torch.randn(3, 512, dtype=torch.float64).to(dtype)[:, ::2], 128)
 
 
 # ---- FP4 e2m1 --------------------------------------------------------------------------------------
@@ -143,6 +152,7 @@ def test_fp4_ties_and_signed_zeros_against_e2m1_table(exponent, dtype):
     # 8-value blocks: [6 (amax -> scale 1), v, v, v, v, v, v, v] shifted by 2^exponent.
     x = torch.cat([torch.full((inputs.numel(), 1), 6.0), inputs[:, None].expand(-1, 7)], dim=1) * 2.0**exponent
     out = check("fp4_fake_quant", x.to(dtype), 8)
+    check("fp4_quant", x.to(dtype), 8)
     want = (torch.cat([torch.full((inputs.numel(), 1), 6.0), expected[:, None].expand(-1, 7)], dim=1)
             * 2.0**exponent).to(dtype)
     assert_bits(out, want)
@@ -157,16 +167,18 @@ def test_fp4_amax_floor_and_clamp(dtype):
         [100.0, -1.0] * 16,
     ], dtype=torch.float64).to(dtype)
     out = check("fp4_fake_quant", x, 32)
+    check("fp4_quant", x, 32)
     assert torch.signbit(out[0, 1::2]).all() and not torch.signbit(out[0, ::2]).any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fp4_non_contiguous_input(dtype):
-    check("fp4_fake_quant", torch.randn(64, 5, dtype=torch.float64).to(dtype).t(), 16)
-    check("fp4_fake_quant", torch.randn(2, 3, 128, dtype=torch.float64).to(dtype)[:, :, ::2], 32)
+@pytest.mark.parametrize("op", ["fp4_quant", "fp4_fake_quant"])
+def test_fp4_non_contiguous_input(op, dtype):
+    check(op, torch.randn(64, 5, dtype=torch.float64).to(dtype).t(), 16)
+    check(op, torch.randn(2, 3, 128, dtype=torch.float64).to(dtype)[:, :, ::2], 32)
 
 
-@pytest.mark.parametrize("op", ["fp8_fake_quant", "fp4_fake_quant"])
+@pytest.mark.parametrize("op", ["fp8_quant", "fp4_quant", "fp8_fake_quant", "fp4_fake_quant"])
 def test_nan_and_inf_follow_the_reference(op):
     x = torch.randn(4, 64)
     x[0, 3] = math.nan
@@ -178,7 +190,7 @@ def test_nan_and_inf_follow_the_reference(op):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    op=st.sampled_from(["fp8_fake_quant", "fp4_fake_quant"]),
+    op=st.sampled_from(["fp8_quant", "fp4_quant", "fp8_fake_quant", "fp4_fake_quant"]),
     dtype=st.sampled_from(DTYPES),
     rows=st.integers(0, 5),
     blocks=st.integers(1, 4),
@@ -233,6 +245,8 @@ def test_hadamard_gradient_through_the_kernel():
     ("fp8_fake_quant", (torch.tensor(1.0), 1), r"got shape \(\)"),
     ("fp4_fake_quant", (torch.ones(4, 96), 3), "'block' must be a positive even int, got 3"),
     ("fp4_fake_quant", (torch.ones(40), 32), r"got shape \(40,\)"),
+    ("fp8_quant", (torch.ones(4, 100), 64), r"K a multiple of block=64, got shape \(4, 100\)"),
+    ("fp4_quant", (torch.ones(4, 96), 3), "'block' must be a positive even int, got 3"),
     ("hadamard_rotate", (torch.ones(4, 96),), r"'x' must be \[..., n\] with n a power of two, "
                                               r"got shape \(4, 96\)"),
     ("hadamard_rotate", (torch.ones(4, 8, dtype=torch.int64),), "'x' must be float32"),
@@ -248,5 +262,6 @@ def test_errors_name_the_argument_like_the_reference(op, args, match):
 
 def test_empty_inputs():
     for op, args in [("fp8_fake_quant", (torch.ones(0, 128), 128)), ("fp4_fake_quant", (torch.ones(3, 0), 32)),
+                     ("fp8_quant", (torch.ones(2, 0, 128), 128)), ("fp4_quant", (torch.ones(3, 0), 32)),
                      ("hadamard_rotate", (torch.ones(0, 4, 8),))]:
         check(op, *args)
