@@ -85,17 +85,34 @@ inline float e2m1_value(uint8_t nibble) {
   return (nibble & 8) ? -m : m;
 }
 
+// max(|x|) over n values as torch.amax: a NaN anywhere gives NaN.
+template <typename T>
+inline float abs_max(const T* x, int64_t n) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(to_float(x[i]));
+    amax = (a > amax || a != a) ? a : amax;
+  }
+  return amax;
+}
+
+// v limited to [lo, hi] as torch.clamp: NaN passes through (std::fmin/fmax would drop it).
+inline float clamp(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+// The UE8M0 scale of a block: pow2_ceil(max(amax, floor) / max_code), NaN-propagating like torch.clamp.
+inline float block_scale(float amax, float floor, float max_code) {
+  return pow2_ceil((amax < floor ? floor : amax) / max_code);
+}
+
 // FP8 fake-quantisation of one row of K values (K a multiple of block) in fp32, as
 // fp8_dequant(*fp8_quant(x, block)): per block scale = pow2_ceil(max(amax, 1e-4) / 448).
 // `in` and `out` may alias.
 template <typename T>
 void fp8_fake_quant_row(const T* in, T* out, int64_t K, int64_t block) {
   for (int64_t b = 0; b < K; b += block) {
-    float amax = 0.0f;
-    for (int64_t i = b; i < b + block; ++i) amax = std::fmax(amax, std::fabs(to_float(in[i])));
-    const float scale = pow2_ceil(std::fmax(amax, kFp8AmaxFloor) / kFp8Max);
+    const float scale = block_scale(abs_max(in + b, block), kFp8AmaxFloor, kFp8Max);
     for (int64_t i = b; i < b + block; ++i) {
-      const float q = std::fmin(std::fmax(to_float(in[i]) / scale, -kFp8Max), kFp8Max);
+      const float q = clamp(to_float(in[i]) / scale, -kFp8Max, kFp8Max);
       out[i] = store<T>(e4m3_round(q) * scale);
     }
   }

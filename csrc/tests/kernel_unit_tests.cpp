@@ -1,10 +1,11 @@
-// Unit tests of the torch-free kernel cores that need no tensor library: scalar conversions.
+// Unit tests of the torch-free kernel cores that need no tensor library: scalar conversions and codes.
 // Numerics of whole kernels are tested from Python against the references.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 
 #include "kernels/dtypes.h"
+#include "kernels/quant.h"
 
 namespace {
 
@@ -44,11 +45,34 @@ void widen_and_narrow_keep_doubles_exact() {
   expect(v4k::widen<float>(v4k::bf16{0x3f80}) == 1.0f, "bf16 1.0 widens to 1.0f");
 }
 
+void e4m3_codes_round_trip() {
+  // Every non-NaN e4m3 byte is the code of its own value (this covers subnormals and -0).
+  const auto& value = v4k::moe::e4m3_table();
+  bool all = true;
+  for (int c = 0; c < 256; ++c) {
+    if ((c & 0x7f) == 0x7f) continue;
+    all = all && v4k::quant::e4m3_code(value[c]) == c;
+  }
+  expect(all, "e4m3_code(value of c) == c for every finite code");
+  expect((v4k::quant::e4m3_code(from_bits(0xffc00000u)) & 0x7f) == 0x7f, "NaN has the NaN code");
+}
+
+void e2m1_codes_round_to_nearest_even() {
+  using v4k::quant::e2m1_code;
+  expect(e2m1_code(0.75f) == 2 && e2m1_code(1.75f) == 4 && e2m1_code(3.5f) == 6, "odd-code ties round up");
+  expect(e2m1_code(0.25f) == 0 && e2m1_code(1.25f) == 2 && e2m1_code(2.5f) == 4 && e2m1_code(5.0f) == 6,
+         "even-code ties round down");
+  expect(e2m1_code(-0.1f) == 8 && e2m1_code(-0.0f) == 8, "values rounding to zero keep their sign");
+  expect(e2m1_code(-6.0f) == 15 && e2m1_code(6.0f) == 7, "+-6 are the largest codes");
+}
+
 }  // namespace
 
 int main() {
   bf16_rounds_to_nearest_even();
   widen_and_narrow_keep_doubles_exact();
+  e4m3_codes_round_trip();
+  e2m1_codes_round_to_nearest_even();
   std::printf("%s\n", failures ? "kernel unit tests FAILED" : "kernel unit tests passed");
   return failures ? 1 : 0;
 }
