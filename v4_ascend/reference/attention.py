@@ -123,15 +123,20 @@ def compressor_width(features: int, overlap: bool, op: str = "kv_compress") -> i
     return features // 2 if overlap else features
 
 
-def check_kv_compress_pool(kv, score, ape, ratio, overlap):
-    op = "kv_compress_pool"
-    v.tensor(op, "kv", kv, rank=3, dtypes=v.FLOAT_DTYPES)
+def _check_compressor_inputs(op, kv, score, ape, ratio, overlap, rank):
+    """Checks shared by both compressor ops (features on the last dim of ``kv``); returns d'."""
+    v.tensor(op, "kv", kv, rank=rank, dtypes=v.FLOAT_DTYPES)
     v.tensor(op, "score", score, shape=tuple(kv.shape), device=kv.device)
     v.same_dtype(op, "score", score, kv, "kv")
     if not isinstance(ratio, int) or ratio < 1:
         v.fail(op, "ratio", "a positive int", ratio)
-    v.tensor(op, "ape", ape, dtypes=v.FLOAT_DTYPES, shape=(ratio, kv.shape[2]), device=kv.device)
-    d = compressor_width(kv.shape[2], overlap, op)
+    d = compressor_width(kv.shape[-1], overlap, op)
+    v.tensor(op, "ape", ape, dtypes=v.FLOAT_DTYPES, shape=(ratio, kv.shape[-1]), device=kv.device)
+    return d
+
+
+def check_kv_compress_pool(kv, score, ape, ratio, overlap):
+    d = _check_compressor_inputs("kv_compress_pool", kv, score, ape, ratio, overlap, rank=3)
     return kv.shape[0], kv.shape[1] // ratio, d
 
 
@@ -172,14 +177,8 @@ def kv_compress_pool(kv, score, ape, ratio, overlap):
 
 def check_kv_compress(kv, score, ape, start_pos, seq_lens, kv_state, score_state, ratio, overlap):
     op = "kv_compress"
-    v.tensor(op, "kv", kv, rank=2, dtypes=v.FLOAT_DTYPES)
-    v.tensor(op, "score", score, shape=tuple(kv.shape), device=kv.device)
-    v.same_dtype(op, "score", score, kv, "kv")
-    if not isinstance(ratio, int) or ratio < 1:
-        v.fail(op, "ratio", "a positive int", ratio)
+    d = _check_compressor_inputs(op, kv, score, ape, ratio, overlap, rank=2)
     F = kv.shape[1]
-    d = compressor_width(F, overlap, op)
-    v.tensor(op, "ape", ape, dtypes=v.FLOAT_DTYPES, shape=(ratio, F), device=kv.device)
     v.tensor(op, "start_pos", start_pos, rank=1, dtypes=(torch.int32,), device=kv.device)
     B = start_pos.shape[0]
     v.tensor(op, "seq_lens", seq_lens, dtypes=(torch.int32,), shape=(B,), device=kv.device)
