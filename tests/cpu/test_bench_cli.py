@@ -12,6 +12,7 @@ from v4_ascend.backends import privateuse1_name
 from v4_ascend.bench import dispatch as dispatch_cases
 from v4_ascend.bench import engram as engram_cases
 from v4_ascend.bench import harness
+from v4_ascend.bench import model_decode as model_decode_cases
 from v4_ascend.bench import sparse_attn as sparse_attn_cases
 from v4_ascend.cli import main
 from v4_ascend.report import serving_backend
@@ -54,7 +55,7 @@ def test_every_case_names_a_production_or_small_shape_and_a_baseline():
     assert len(names) == len(set(names))
     assert {case.op for case in bench.cases()} == {
         "sparse_attn", "grouped_gemm", "grouped_gemm_masked", "kv_compress", "indexer_topk", "engram_lookup",
-        "mhc_pre", "mhc_post", "moe_route", "dispatch_overhead"}
+        "mhc_pre", "mhc_post", "moe_route", "dispatch_overhead", "model_decode"}
     assert bench.cases(quick=True) and set(bench.cases(quick=True)) < set(bench.cases())
     # every op keeps a --quick case, so that each one is smoke-tested
     assert {case.op for case in bench.cases(quick=True)} == {case.op for case in bench.cases()}
@@ -76,6 +77,21 @@ def test_quick_bench_of_the_other_ops_runs_and_reports_each(tmp_path, capsys):
         assert rated > 0 if record["op"] != "dispatch_overhead" else rated is None
 
 
+def test_quick_model_decode_times_both_backends_in_their_own_workers(tmp_path, capsys):
+    out = tmp_path / "bench.jsonl"
+    status = main(["bench", "--quick", "--op", "model_decode", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["backend"] == "cpu" and record["baseline"] == "reference backend (own process)"
+    assert record["ratio"] > 0 and record["kernel_peak_bytes"] is None  # other processes: not measured here
+
+
+def test_model_decode_worker_failure_is_reported(tmp_path):
+    with pytest.raises(RuntimeError, match="reference worker answered"):
+        model_decode_cases.DecodeWorker(str(tmp_path / "missing"), "reference", torch.device("cpu"), torch.float32)
+
+
 @pytest.mark.parametrize("fp8", [False, True], ids=["bf16", "fp8"])
 @pytest.mark.parametrize("with_hash", [False, True], ids=["lookup", "hash-and-lookup"])
 def test_engram_peer_gathers_and_dequantises_the_same_rows(fp8, with_hash):
@@ -84,7 +100,7 @@ def test_engram_peer_gathers_and_dequantises_the_same_rows(fp8, with_hash):
     assert torch.equal(peer(), work.kernel())
 
 
-@pytest.mark.parametrize("op", ["moe_route", "mhc_post", "engram_hash"])
+@pytest.mark.parametrize("op", ["moe_route", "mhc_post", "engram_hash", "sparse_attn", "grouped_gemm"])
 def test_dispatch_peer_wraps_the_same_op(op):
     args = dispatch_cases._tiny_args(op, torch.device("cpu"))
     direct, wrapped = getattr(torch.ops.v4_ascend, op).default(*args), dispatch_cases._wrapped()[op](*args)

@@ -1,5 +1,6 @@
-"""C++ moe_route vs the reference: indices and weights bit for bit (the kernel takes its scores and the
-weight normalisation from the same ATen ops as the reference; only the selection is its own)."""
+"""C++ moe_route vs the reference: indices bit for bit (the kernel takes its scores from the same ATen ops
+as the reference; the selection is its own), weights within four ulps (its own normalisation sums in double,
+the reference's ATen sum in the scores' dtype)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def route_both(served_by_cpp, *args):
 def assert_identical(got, want):
     assert got[1].dtype == torch.int32 and torch.equal(got[1], want[1])
     assert got[0].dtype == want[0].dtype
-    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0, equal_nan=True)
+    ulp = torch.finfo(want[0].dtype).eps
+    torch.testing.assert_close(got[0], want[0], rtol=4 * ulp, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

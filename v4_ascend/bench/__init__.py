@@ -13,7 +13,8 @@ import importlib
 from v4_ascend.bench.harness import Case
 
 # Modules defining CASES, in report order.
-SUITES = ("sparse_attn", "grouped_gemm", "kv_compress", "indexer_topk", "engram", "mhc", "moe_route", "dispatch")
+SUITES = ("sparse_attn", "grouped_gemm", "kv_compress", "indexer_topk", "engram", "mhc", "moe_route", "dispatch",
+          "model_decode")
 
 
 def cases(ops: list[str] | None = None, quick: bool = False) -> list[Case]:

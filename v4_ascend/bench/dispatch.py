@@ -33,7 +33,17 @@ def _wrapped() -> dict[str, object]:
                     pad_id: int) -> torch.Tensor:
         return torch.ops.v4_ascend.engram_hash.default(ids, multipliers, moduli, offsets, pad_id)
 
-    return {"moe_route": moe_route, "mhc_post": mhc_post, "engram_hash": engram_hash}
+    @torch.library.custom_op("v4_ascend_bench::sparse_attn", mutates_args=())
+    def sparse_attn(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink: torch.Tensor,
+                    scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.ops.v4_ascend.sparse_attn.default(q, kv, idx, sink, scale)
+
+    @torch.library.custom_op("v4_ascend_bench::grouped_gemm", mutates_args=())
+    def grouped_gemm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return torch.ops.v4_ascend.grouped_gemm.default(x, w, offsets)
+
+    return {"moe_route": moe_route, "mhc_post": mhc_post, "engram_hash": engram_hash, "sparse_attn": sparse_attn,
+            "grouped_gemm": grouped_gemm}
 
 
 def _tiny_args(op: str, device) -> tuple:
@@ -42,6 +52,12 @@ def _tiny_args(op: str, device) -> tuple:
     if op == "mhc_post":
         return (torch.randn(1, 16, device=device), torch.randn(1, 4, 16, device=device),
                 torch.rand(1, 4, device=device), torch.rand(1, 4, 4, device=device))
+    if op == "sparse_attn":
+        return (torch.randn(1, 2, 16, device=device), torch.randn(4, 16, device=device),
+                torch.tensor([[0, 2, 3, -1]], dtype=torch.int32, device=device), torch.randn(2, device=device), 0.25)
+    if op == "grouped_gemm":
+        return (torch.randn(3, 16, device=device), torch.randn(2, 8, 16, device=device),
+                torch.tensor([1, 3], dtype=torch.int32, device=device))
     primes = torch.tensor([[7, 11], [13, 17]])
     return (torch.randint(0, 100, (1, 1), device=device), torch.tensor([3, 5, 9], device=device),
             primes.to(device), (primes.cumsum(1) - primes).to(device), 0)
@@ -73,5 +89,7 @@ CASES = [
     Case(OP, op, shape, torch.float32, partial(overhead, op=op), bound="copy", quick=op == "moe_route",
          serves=op)
     for op, shape in (("moe_route", "T1 x E16, top-2"), ("mhc_post", "T1 x 4 streams x 16"),
-                      ("engram_hash", "1 token, orders 2-3 x 2 heads"))
+                      ("engram_hash", "1 token, orders 2-3 x 2 heads"),
+                      ("sparse_attn", "T1 x 2 heads x 16, 4 slots (one -1)"),
+                      ("grouped_gemm", "3 rows, 2 groups, K16, N8"))
 ]

@@ -44,6 +44,8 @@ class Workload:
     flops: float = 0.0  # analytic FLOP count of one call (0: not reported)
     bytes: float = 0.0  # minimum bytes one call must move (0: not reported)
     note: str = ""
+    backend: str | None = None  # what serves the kernel when it is not one op of this process (default: the op's)
+    in_process: bool = True  # False: the work runs in other processes, whose memory this one cannot see
 
 
 @dataclass(frozen=True)
@@ -237,8 +239,8 @@ def run_cases(cases: list[Case], device: torch.device, ceilings: Ceilings, reps:
             work = case.build(device)
             contenders = {KERNEL: work.kernel, **work.baselines}
             timings = time_alternating(contenders, sync, reps, CLOCKS[clock])
-            peaks = {name: peak_growth(fn, device) for name, fn in contenders.items()}
-            backend, _ = serving_backend(case.serves or case.op, device.type)
+            peaks = {name: peak_growth(fn, device) if work.in_process else None for name, fn in contenders.items()}
+            backend = work.backend or serving_backend(case.serves or case.op, device.type)[0]
             for baseline in work.baselines:
                 rows.append(Row(case, baseline, backend, timings[KERNEL], timings[baseline], work.flops, work.bytes,
                                 ceilings.of(case), work.note, peaks[KERNEL], peaks[baseline]))
