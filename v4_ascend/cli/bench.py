@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 7, --quick 5; min 5)")
     parser.add_argument("--json", metavar="PATH", help="write one JSON object per row to PATH (JSON lines)")
-    parser.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups to PATH (needs matplotlib)")
+    parser.add_argument("--plot", metavar="PATH",
+                        help="write a PNG of the speedups to PATH (needs matplotlib: the [bench] extra)")
     parser.add_argument("--clock", choices=sorted(harness.CLOCKS), default="wall",
                         help="wall time (default), or process CPU time, which leaves out time spent descheduled on a "
                         "busy machine (one CPU thread only)")
