@@ -390,9 +390,10 @@ template <typename A>
 void route(const at::Tensor& x, const at::Tensor& gate, const Routing& r, std::vector<int32_t>& idx,
            std::vector<A>& weights) {
   const auto acc = c10::CppTypeToScalarType<A>::value;
-  // The same ATen ops as the reference, so that the scores (and hence the choices) are bit-identical.
+  // The same ATen ops as the reference (router_scores: fp64, one rounding), so that the scores (and hence
+  // the choices, ties included) are bit-identical.
   const at::Tensor logits = at::mm(x.to(acc), gate.to(acc).t());
-  const at::Tensor scores = at::sqrt(at::softplus(logits, 1.0, 20.0)).contiguous();
+  const at::Tensor scores = at::softplus(logits.to(at::kDouble), 1.0, 20.0).sqrt_().to(acc).contiguous();
   const A* s = scores.data_ptr<A>();
   if (r.tid2eid) {
     hash_route(r.token_ids->contiguous(), r.tid2eid->contiguous(), r.E, r.k, idx.data());
