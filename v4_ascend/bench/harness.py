@@ -32,6 +32,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 import v4_ascend
+from v4_ascend.bench.peaks import PublishedPeak
 from v4_ascend.report import serving_backend
 
 
@@ -105,6 +106,7 @@ class Row:
     note: str = ""
     kernel_peak: float | None = None  # peak resident-memory growth of one call, bytes (None: not measured)
     reference_peak: float | None = None
+    published: float | None = None  # the device's published peak in the unit of `rate` (None: no figure)
 
     def rate(self, timing: Timing) -> float:
         """GFLOP/s for compute-bound cases, GB/s for bandwidth-bound ones (at the minimum time)."""
@@ -113,6 +115,9 @@ class Row:
 
     def fraction(self, timing: Timing) -> float:
         return self.rate(timing) / self.ceiling
+
+    def fraction_of_published(self, timing: Timing) -> float:
+        return self.rate(timing) / self.published if self.published else float("nan")
 
     @property
     def speedup(self) -> float:
@@ -228,8 +233,9 @@ KERNEL = "kernel"
 
 
 def run_cases(cases: list[Case], device: torch.device, ceilings: Ceilings, reps: int, console: Console,
-              clock: str = "wall") -> list[Row]:
-    """Builds and times every case (inputs freed after each), with a progress bar."""
+              clock: str = "wall", published: PublishedPeak | None = None) -> list[Row]:
+    """Builds and times every case (inputs freed after each), with a progress bar; `published`: the
+    device's published peak, for the roofline column."""
     sync = synchronizer(device)
     rows: list[Row] = []
     with Progress(console=console, transient=True) as progress:
@@ -243,7 +249,8 @@ def run_cases(cases: list[Case], device: torch.device, ceilings: Ceilings, reps:
             backend = work.backend or serving_backend(case.serves or case.op, device.type)[0]
             for baseline in work.baselines:
                 rows.append(Row(case, baseline, backend, timings[KERNEL], timings[baseline], work.flops, work.bytes,
-                                ceilings.of(case), work.note, peaks[KERNEL], peaks[baseline]))
+                                ceilings.of(case), work.note, peaks[KERNEL], peaks[baseline],
+                                published.of(case.bound, case.dtype) if published else None))
             del work
             progress.advance(task)
     return rows
@@ -279,19 +286,23 @@ def render(rows: list[Row], ceilings: Ceilings, console: Console) -> None:
     for op, op_rows in by_op.items():
         served = ", ".join(dict.fromkeys(r.backend for r in op_rows))
         table = Table(title=f"{op} (served by: {served})", show_lines=False)
-        for column in ("case", "dtype", "kernel ms min / med", "baseline", "baseline ms min / med", "kernel rate",
-                       "% ceil.", "baseline % ceil.", "peak MB kernel / baseline", "speedup"):
+        roofline = any(r.published for r in rows)  # a device with a published peak: one more column
+        columns = ["case", "dtype", "kernel ms min / med", "baseline", "baseline ms min / med", "kernel rate",
+                   "% ceil.", "baseline % ceil.", *(["kernel % of published peak"] if roofline else []),
+                   "peak MB kernel / baseline", "speedup"]
+        for column in columns:
             table.add_column(column, justify="left" if column in ("case", "dtype", "baseline") else "right")
         for row in op_rows:
             unit = "GB/s" if row.case.bound == "copy" else "GFLOP/s"
+            published = [_or_na(100 * row.fraction_of_published(row.kernel), "{:.0f} %")] if roofline else []
             table.add_row(row.case.name, dtype_name(row.case.dtype),
                           f"{row.kernel.min * 1e3:.3f} / {row.kernel.median * 1e3:.3f}", row.baseline,
                           f"{row.reference.min * 1e3:.3f} / {row.reference.median * 1e3:.3f}",
                           _or_na(row.rate(row.kernel), f"{{:.1f}} {unit}"),
                           _or_na(100 * row.fraction(row.kernel), "{:.0f} %"),
-                          _or_na(100 * row.fraction(row.reference), "{:.0f} %"),
+                          _or_na(100 * row.fraction(row.reference), "{:.0f} %"), *published,
                           f"{megabytes(row.kernel_peak)} / {megabytes(row.reference_peak)}", f"{row.speedup:.2f}x")
-        table.add_row("geomean", "", "", "", "", "", "", "", "", f"{geomean(r.speedup for r in op_rows):.2f}x",
+        table.add_row("geomean", *[""] * (len(columns) - 2), f"{geomean(r.speedup for r in op_rows):.2f}x",
                       style="bold")
         console.print(table)
         notes = {r.case.name: f"{r.case.shape}{'; ' + r.note if r.note else ''}" for r in op_rows}
@@ -341,6 +352,7 @@ def write_json(rows: list[Row], path: str, meta: dict) -> None:
                 "bound": row.case.bound,
                 "fraction_of_ceiling": _finite(row.fraction(row.kernel)),
                 "baseline_fraction_of_ceiling": _finite(row.fraction(row.reference)),
+                "fraction_of_published_peak": _finite(row.fraction_of_published(row.kernel)),
                 "ratio": row.speedup,
                 "ratio_median": row.reference.median / row.kernel.median,
                 "kernel_peak_bytes": row.kernel_peak,

@@ -6,7 +6,7 @@ import torch
 from rich.console import Console
 
 from v4_ascend import backends, bench
-from v4_ascend.bench import harness
+from v4_ascend.bench import harness, peaks
 
 
 def register(subparsers) -> None:
@@ -50,7 +50,12 @@ def run(args) -> int:
         ceilings = harness.measure_ceilings(device, args.quick, args.clock)
         console.print(f"{harness.cpu_model()}, torch {torch.__version__}, {device}, {args.threads} thread(s), "
                       f"{reps} reps, {args.clock} clock; ceilings at start-up: {ceilings}")
-        rows = harness.run_cases(cases, device, ceilings, reps, console, args.clock)
+        name = peaks.device_name(device)
+        published = peaks.lookup(name) if name else None
+        if device.type != "cpu":
+            console.print(f"roofline column: published peak of {published}" if published else
+                          f"no roofline column: no published peak listed for {name or device}")
+        rows = harness.run_cases(cases, device, ceilings, reps, console, args.clock, published)
         ceilings = ceilings.best(harness.measure_ceilings(device, args.quick, args.clock))
         for row in rows:
             row.ceiling = ceilings.of(row.case)
