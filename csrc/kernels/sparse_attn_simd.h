@@ -10,6 +10,7 @@
 // softmax weights P to bf16 for the PV product, like a bf16 GEMM would; sums and the output stay fp32.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 namespace v4k::simd {
 
@@ -44,8 +45,8 @@ struct Workspace {
     return dim * hp + 2 * kBlock * hp + heads * dim + 3 * hp + dim * kPairStride + dim;
   }
 
-  // Lays the workspace out in `base` (floats(heads, dim) floats, zero-filled by the caller: the padded
-  // heads of qt stay 0).
+  // Lays the workspace out in `base` (floats(heads, dim) floats, any content) and zero-fills what must
+  // start at zero: qt (whose padded heads stay 0) and the zero row.
   static Workspace carve(float* base, int64_t heads, int64_t dim) {
     Workspace ws;
     ws.hp = padded_heads(heads);
@@ -58,6 +59,8 @@ struct Workspace {
     ws.shrink = ws.total + ws.hp;
     ws.pairs = reinterpret_cast<uint16_t*>(ws.shrink + ws.hp);
     ws.zero_row = ws.shrink + ws.hp + dim * kPairStride;
+    std::memset(ws.qt, 0, sizeof(float) * dim * ws.hp);
+    std::memset(ws.shrink + ws.hp + dim * kPairStride, 0, sizeof(float) * dim);
     return ws;
   }
 };

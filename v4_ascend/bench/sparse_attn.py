@@ -16,13 +16,14 @@ from v4_ascend.ops import sparse_attn
 HEADS, DIM, WINDOW, TOPK = 64, 512, 128, 512  # V4-Flash attention
 
 
-def gather_bmm_softmax(q, kv, idx, extra_kv, extra_idx, sink, scale):
+def gather_bmm_softmax(q, kv, idx, extra_kv, extra_idx, sink, scale, mask_invalid=False):
     """The peer a user writes in stock PyTorch: gather the rows, bmm, softmax with the sink, bmm (slots
-    of -1 masked out)."""
+    of -1 masked out when `mask_invalid`; decode has none)."""
     rows = torch.cat([kv[idx.long()], extra_kv[extra_idx.long()]], dim=1)  # [T, K, D]: a gathered copy
     logits = torch.bmm(q, rows.transpose(1, 2)).float() * scale
     T, H, _ = logits.shape
-    logits.masked_fill_(~torch.cat([idx >= 0, extra_idx >= 0], dim=1)[:, None, :], float("-inf"))
+    if mask_invalid:
+        logits.masked_fill_(~torch.cat([idx >= 0, extra_idx >= 0], dim=1)[:, None, :], float("-inf"))
     weights = torch.softmax(torch.cat([logits, sink.view(1, H, 1).expand(T, H, 1)], dim=-1), dim=-1)
     return torch.bmm(weights[..., :-1].to(q.dtype), rows)
 
@@ -32,7 +33,8 @@ def chunked_gather_bmm_softmax(q, kv, idx, extra_kv, extra_idx, sink, scale, chu
     out = torch.empty_like(q)
     for start in range(0, q.shape[0], chunk):
         part = slice(start, start + chunk)
-        out[part] = gather_bmm_softmax(q[part], kv, idx[part], extra_kv, extra_idx[part], sink, scale)
+        out[part] = gather_bmm_softmax(q[part], kv, idx[part], extra_kv, extra_idx[part], sink, scale,
+                                       mask_invalid=True)
     return out
 
 
