@@ -224,6 +224,21 @@ def test_property_random_shapes(T, H, D, K, N, dtype, holes):
     check(dtype, q, kv, idx, sink, scale)
 
 
+@pytest.mark.parametrize("D", [64, 40])
+def test_bf16_without_bf16_products_is_the_fp32_kernel_rounded_to_nearest_even(D):
+    # Without AVX512-BF16 products (AVX2 and portable kernels; head dim 40: portable on every ISA), bf16
+    # elements are widened exactly to fp32 and go through the fp32 kernel's very operations: the output is
+    # the fp32 kernel's on the widened inputs, rounded to nearest even (torch's conversion), and lse equal.
+    if D % 32 == 0 and cpu.extension().cpu_isa() == "avx512":
+        pytest.skip("the AVX-512 bf16 kernel multiplies bf16 pairs (vdpbf16ps): rounding differs")
+    q, kv, idx, sink, scale, kwargs = random_inputs(3, 20, D, 90, 150, torch.bfloat16, N2=40, K2=30)
+    out, lse = kernel(q, kv, idx, sink, scale, **kwargs)
+    widened = {name: value.float() if value.is_floating_point() else value for name, value in kwargs.items()}
+    want_out, want_lse = kernel(q.float(), kv.float(), idx, sink, scale, **widened)
+    torch.testing.assert_close(out, want_out.to(torch.bfloat16), atol=0, rtol=0)
+    torch.testing.assert_close(lse, want_lse, atol=0, rtol=0)
+
+
 def test_reports_the_chosen_isa(capsys):
     # Run under V4_ASCEND_CPU_ISA by tests/cpu/test_cpu_isa_override.py, which reads this line back.
     chosen = cpu.extension().cpu_isa()
