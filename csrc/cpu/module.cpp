@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "cpu/registry.h"
+#include "kernels/isa.h"
 
 namespace v4_ascend::cpu {
 
@@ -17,14 +18,7 @@ KernelEntry& describe_kernel(const std::string& op, const std::string& descripti
   return entry;
 }
 
-const char* cpu_isa() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl"))
-    return "avx512";
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
-  return "baseline";
-}
+const char* cpu_isa() { return v4k::isa_name(v4k::isa()); }
 
 }  // namespace v4_ascend::cpu
 
@@ -41,5 +35,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     for (auto& [op, entry] : kernel_registry()) calls[op] = entry.calls.load();
     return calls;
   }, "op name -> number of calls served by the C++ kernel");
-  m.def("cpu_isa", &cpu_isa, "widest vector ISA detected at run time");
+  m.def("cpu_isa", &cpu_isa, "vector ISA the kernels use: the widest detected, unless V4_ASCEND_CPU_ISA lowers it");
+  m.def("cpu_isa_detected", [] { return v4k::isa_name(v4k::detected_isa()); }, "widest vector ISA of this CPU");
 }

@@ -11,8 +11,9 @@
 
 #include "cpu/checks.h"
 #include "cpu/registry.h"
+#include "kernels/isa.h"
 #include "kernels/sparse_attn.h"
-#include "kernels/sparse_attn_avx512.h"
+#include "kernels/sparse_attn_simd.h"
 
 namespace v4_ascend::cpu {
 namespace {
@@ -20,19 +21,9 @@ namespace {
 KernelEntry& entry = describe_kernel(
     "sparse_attn",
     "C++ fused gather + online softmax + PV over blocks of 128 rows, each KV row read in place once for all "
-    "heads; AVX-512 (fp32, bf16 with AVX512-BF16) for head dims that are multiples of 32, else portable; "
+    "heads; AVX-512 (fp32, bf16 with AVX512-BF16) or AVX2 (fp32, bf16 widened) for head dims that are "
+    "multiples of 32, else portable; "
     "threads over tokens x head groups");
-
-bool has_avx512() {
-  static const bool found = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return found;
-}
-
-bool has_avx512_bf16() {
-  static const bool found = has_avx512() && __builtin_cpu_supports("avx512bf16");
-  return found;
-}
 
 template <typename T>
 v4k::KvScope<T> scope(const at::Tensor& kv, const at::Tensor& idx, const std::optional<at::Tensor>& length) {
@@ -45,55 +36,72 @@ v4k::KvScope<T> scope(const at::Tensor& kv, const at::Tensor& idx, const std::op
   return s;
 }
 
-// The attention of one token for `heads` heads starting at q, given its gathered row pointers.
-// Per-thread scratch lives in the object; the vector kernels serve fp32 and bf16 when the CPU and
-// the head dim allow, the portable kernel everything else.
+// Scratch of this thread, kept across calls (a fresh zero-filled allocation per call, page faults
+// included, cost ~10 % of a decode step): slot 0 serves the full head groups, slot 1 the tail group.
+template <typename A>
+A* thread_scratch(int slot, int64_t size) {
+  static thread_local std::vector<A> buffers[2];
+  std::vector<A>& buffer = buffers[slot];
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// The attention of one token for `heads` heads starting at q, given its gathered row pointers, in
+// the scratch of thread_scratch(slot) (one TokenAttention per slot at a time). The vector kernels
+// serve fp32 and bf16 when the ISA and the head dim allow, the portable kernel everything else.
 template <typename T, typename A = typename v4k::Acc<T>::type>
 class TokenAttention {
  public:
-  TokenAttention(int64_t heads, int64_t dim, double scale) : heads_(heads), dim_(dim), scale_(scale) {
-    if (vectorised()) {
-      scratch_.assign(v4k::avx512::Workspace::floats(heads, dim), 0);
-      workspace_ = v4k::avx512::Workspace::carve(reinterpret_cast<float*>(scratch_.data()), heads, dim);
+  TokenAttention(int64_t heads, int64_t dim, double scale, int slot) : heads_(heads), dim_(dim), scale_(scale) {
+    if (path_ != v4k::Isa::baseline) {
+      float* base = reinterpret_cast<float*>(thread_scratch<A>(slot, v4k::simd::Workspace::floats(heads, dim)));
+      workspace_ = v4k::simd::Workspace::carve(base, heads, dim);
     } else {
-      scratch_.assign(2 * heads * dim + dim + 2 * heads, 0);
+      scratch_ = thread_scratch<A>(slot, 2 * heads * dim + dim + 2 * heads);
     }
   }
 
-  static bool vectorised(int64_t dim) {
-    if (!v4k::avx512::supports_dim(dim)) return false;
-    if constexpr (std::is_same_v<T, float>) return has_avx512();
-    if constexpr (std::is_same_v<T, v4k::bf16>) return has_avx512_bf16();
-    return false;
+  // The vector kernel serving this dtype and head dim (baseline: the portable kernel). bf16 on AVX-512
+  // without AVX512-BF16 takes the AVX2 kernel, which widens bf16 to fp32.
+  static v4k::Isa path(int64_t dim) {
+    if (!v4k::simd::supports_dim(dim)) return v4k::Isa::baseline;
+    const v4k::Isa isa = v4k::isa();
+    if constexpr (std::is_same_v<T, float>) return isa;
+    if constexpr (std::is_same_v<T, v4k::bf16>) {
+      if (v4k::has_avx512_bf16()) return v4k::Isa::avx512;
+      return isa >= v4k::Isa::avx2 ? v4k::Isa::avx2 : v4k::Isa::baseline;
+    }
+    return v4k::Isa::baseline;
   }
 
   void operator()(const T* q, const T* const* rows, int64_t n_rows, const A* sink, T* out, A* lse) {
     const int64_t H = heads_, D = dim_;
+    const auto s = static_cast<float>(scale_);
     if constexpr (std::is_same_v<T, float>) {
-      if (vectorised()) {
-        return v4k::avx512::attend_f32(q, rows, n_rows, sink, H, D, static_cast<float>(scale_), out, lse, workspace_);
-      }
+      if (path_ == v4k::Isa::avx512)
+        return v4k::avx512::attend_f32(q, rows, n_rows, sink, H, D, s, out, lse, workspace_);
+      if (path_ == v4k::Isa::avx2) return v4k::avx2::attend_f32(q, rows, n_rows, sink, H, D, s, out, lse, workspace_);
     }
     if constexpr (std::is_same_v<T, v4k::bf16>) {
-      if (vectorised()) {
-        return v4k::avx512::attend_bf16(reinterpret_cast<const uint16_t*>(q),
-                                        reinterpret_cast<const uint16_t* const*>(rows), n_rows, sink, H, D,
-                                        static_cast<float>(scale_), reinterpret_cast<uint16_t*>(out), lse,
-                                        workspace_);
-      }
+      const auto* q16 = reinterpret_cast<const uint16_t*>(q);
+      const auto* rows16 = reinterpret_cast<const uint16_t* const*>(rows);
+      auto* out16 = reinterpret_cast<uint16_t*>(out);
+      if (path_ == v4k::Isa::avx512)
+        return v4k::avx512::attend_bf16(q16, rows16, n_rows, sink, H, D, s, out16, lse, workspace_);
+      if (path_ == v4k::Isa::avx2)
+        return v4k::avx2::attend_bf16(q16, rows16, n_rows, sink, H, D, s, out16, lse, workspace_);
     }
-    A* acc = scratch_.data();
+    A* acc = scratch_;
     v4k::attend_rows<T, A>(q, rows, n_rows, sink, H, D, static_cast<A>(scale_), out, lse, acc, acc + H * D,
                            acc + 2 * H * D, acc + 2 * H * D + D, acc + 2 * H * D + D + H);
   }
 
  private:
-  bool vectorised() const { return vectorised(dim_); }
-
   int64_t heads_, dim_;
   double scale_;
-  std::vector<A> scratch_;
-  v4k::avx512::Workspace workspace_{};
+  v4k::Isa path_ = path(dim_);
+  A* scratch_ = nullptr;  // the portable kernel's
+  v4k::simd::Workspace workspace_{};
 };
 
 // Heads per work item: all of them, unless there are more threads than tokens (decode), then the
@@ -133,7 +141,7 @@ void run(const at::Tensor& q, const at::Tensor& kv, const at::Tensor& idx, const
         continue;
       }
       auto& attention = heads == group ? full : tail;
-      if (!attention) attention.emplace(heads, D, scale);
+      if (!attention) attention.emplace(heads, D, scale, heads == group ? 0 : 1);
       (*attention)(q_ptr + (t * H + h0) * D, rows.data(), n_rows, sink_ptr ? sink_ptr + h0 : nullptr,
                    out_ptr + (t * H + h0) * D, lse_ptr + t * H + h0);
     }

@@ -1,8 +1,13 @@
 // Run-time ISA selection for hot loops, so the build stays -march-neutral: a kernel body is compiled
 // (always_inline) into one function per target below and the caller dispatches on v4k::isa().
 // Feature checks, not CPU-model checks: GCC's target_clones("arch=...") tests the CPU model and would
-// pick the baseline body on an AMD CPU with AVX-512.
+// pick the baseline body on an AMD CPU with AVX-512. V4_ASCEND_CPU_ISA=avx512|avx2|baseline lowers the
+// level (read once per process), so that every body can be tested on the widest CPU.
 #pragma once
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
 
 #define V4K_INLINE __attribute__((always_inline)) inline
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -19,18 +24,54 @@ namespace v4k {
 
 enum class Isa { baseline, avx2, avx512 };
 
-inline Isa isa() {
-  static const Isa detected = [] {
+// The environment variable that lowers the ISA chosen at run time (tests run every body on one CPU).
+constexpr const char* kIsaVariable = "V4_ASCEND_CPU_ISA";
+
+inline const char* isa_name(Isa isa) {
+  return isa == Isa::avx512 ? "avx512" : isa == Isa::avx2 ? "avx2" : "baseline";
+}
+
+// The widest level this CPU supports (AVX-512 means F, VL, BW and DQ: every AVX-512 body may use them).
+inline Isa detected_isa() {
 #if V4K_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw"))
-      return Isa::avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+    return Isa::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
 #endif
-    return Isa::baseline;
-  }();
-  return detected;
+  return Isa::baseline;
+}
+
+// `detected`, or the level named by `request` (null or empty: none) when that is not wider; an unknown
+// name or a level the CPU lacks throws std::invalid_argument naming the variable.
+inline Isa choose_isa(Isa detected, const char* request) {
+  if (request == nullptr || *request == '\0') return detected;
+  for (Isa level : {Isa::baseline, Isa::avx2, Isa::avx512}) {
+    if (std::strcmp(request, isa_name(level)) != 0) continue;
+    if (level > detected)
+      throw std::invalid_argument(std::string(kIsaVariable) + "=" + request + ": this CPU only supports " +
+                                  isa_name(detected) + " (the variable can only lower the ISA)");
+    return level;
+  }
+  throw std::invalid_argument(std::string(kIsaVariable) + "=" + request +
+                              ": unknown ISA, expected avx512, avx2 or baseline");
+}
+
+// The level every dispatching kernel uses: detected once per process, lowered by V4_ASCEND_CPU_ISA.
+inline Isa isa() {
+  static const Isa chosen = choose_isa(detected_isa(), std::getenv(kIsaVariable));
+  return chosen;
+}
+
+// AVX512-BF16 (vdpbf16ps) on top of the chosen AVX-512 level.
+inline bool has_avx512_bf16() {
+#if V4K_X86
+  static const bool found = isa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
+  return found;
+#else
+  return false;
+#endif
 }
 
 }  // namespace v4k

@@ -3,8 +3,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/dtypes.h"
+#include "kernels/isa.h"
 #include "kernels/quant.h"
 
 namespace {
@@ -66,9 +69,34 @@ void e2m1_codes_round_to_nearest_even() {
   expect(e2m1_code(-6.0f) == 15 && e2m1_code(6.0f) == 7, "+-6 are the largest codes");
 }
 
+// Whether choose_isa(detected, request) throws std::invalid_argument with `needle` in its message.
+bool rejects(v4k::Isa detected, const char* request, const char* needle) {
+  try {
+    v4k::choose_isa(detected, request);
+  } catch (const std::invalid_argument& error) {
+    return std::string(error.what()).find(needle) != std::string::npos;
+  }
+  return false;
+}
+
+void isa_override_only_lowers() {
+  using v4k::Isa;
+  using v4k::choose_isa;
+  expect(choose_isa(Isa::avx512, nullptr) == Isa::avx512 && choose_isa(Isa::avx2, "") == Isa::avx2,
+         "no request keeps the detected ISA");
+  expect(choose_isa(Isa::avx512, "avx2") == Isa::avx2 && choose_isa(Isa::avx512, "baseline") == Isa::baseline &&
+             choose_isa(Isa::avx2, "avx2") == Isa::avx2,
+         "a request at or below the detected ISA is taken");
+  expect(rejects(Isa::avx2, "avx512", "V4_ASCEND_CPU_ISA=avx512: this CPU only supports avx2"),
+         "a request above the detected ISA throws naming the variable");
+  expect(rejects(Isa::avx512, "AVX2", "unknown ISA") && rejects(Isa::avx512, "sse4", "V4_ASCEND_CPU_ISA"),
+         "an unknown name throws naming the variable");
+}
+
 }  // namespace
 
 int main() {
+  isa_override_only_lowers();
   bf16_rounds_to_nearest_even();
   widen_and_narrow_keep_doubles_exact();
   e4m3_codes_round_trip();

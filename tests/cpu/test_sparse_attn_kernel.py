@@ -1,13 +1,17 @@
 """The C++ CPU kernel of sparse_attn against the reference (and, in fp64, a dense masked softmax).
 
 Low-precision kernels are compared with the fp32 reference on the same (already rounded) inputs.
-Shapes are chosen to cross every path of the kernel: head dims that are multiples of 32 (AVX-512
-kernels on CPUs that have them) and others (portable kernel), head counts that are not multiples of
-the 4-head tile, row counts that are not multiples of the 32-row block, odd row counts (bf16 pairs).
+Shapes are chosen to cross every path of the kernel: head dims that are multiples of 32 (AVX-512 or
+AVX2 kernels; tests/cpu/test_cpu_isa_override.py reruns this file under each lower ISA) and others
+(portable kernel), head counts that are not multiples of the vector of heads (16 lanes AVX-512, 8 AVX2)
+or of the logits tile's 4 head vectors, row counts that are not multiples of the 128-row block or of the
+logits tile's rows, odd row counts (bf16 pairs).
 Non-contiguous inputs are made contiguous by the kernel (documented in csrc/cpu/sparse_attn.cpp).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -63,13 +67,15 @@ def test_registered_cases(dtype):
         check(dtype, *case.args, **case.kwargs)
 
 
-# (T, H, D, N, K): block tails (blocks of 128 rows), head tails of the 4-head tiles, column tails of the
-# 6-vector PV tiles, odd row counts (bf16 pairs), head dims of the portable kernel.
+# (T, H, D, N, K): block tails (blocks of 128 rows), padded head vectors and logits tiles of fewer head
+# vectors, head tails of the 4-head PV tiles, column tails of the PV tiles (6 vectors AVX-512, 3 AVX2),
+# odd row counts (bf16 pairs), head dims of the portable kernel.
 SHAPES = [
     (1, 64, 512, 8192, 640),  # V4-Flash decode: one token, 64 heads, window + top-k
     (3, 5, 64, 100, 180),     # 5 heads (tile of 4 + 1), ~135 valid rows (a block + a tail, odd or even)
     (2, 7, 96, 50, 31),       # 6 vectors per row (one full PV tile), 31 rows
     (2, 8, 160, 40, 65),      # 10 vectors (a full tile + two tails of 2)
+    (2, 40, 64, 60, 70),      # 40 heads: 3 vectors of 16 (AVX2: 6 of 8), a 4-vector logits tile + tails
     (2, 4, 32, 20, 1),        # a single row
     (2, 3, 40, 9, 6),         # head dim 40: portable kernel
     (2, 2, 16, 5, 3),]
@@ -216,3 +222,26 @@ def test_out_of_range_index_names_the_argument(bad):
 def test_property_random_shapes(T, H, D, K, N, dtype, holes):
     q, kv, idx, sink, scale, _ = random_inputs(T, H, D, N, K, dtype, holes=holes)
     check(dtype, q, kv, idx, sink, scale)
+
+
+@pytest.mark.parametrize("D", [64, 40])
+def test_bf16_without_bf16_products_is_the_fp32_kernel_rounded_to_nearest_even(D):
+    # Without AVX512-BF16 products (AVX2 and portable kernels; head dim 40: portable on every ISA), bf16
+    # elements are widened exactly to fp32 and go through the fp32 kernel's very operations: the output is
+    # the fp32 kernel's on the widened inputs, rounded to nearest even (torch's conversion), and lse equal.
+    if D % 32 == 0 and cpu.extension().cpu_isa() == "avx512":
+        pytest.skip("the AVX-512 bf16 kernel multiplies bf16 pairs (vdpbf16ps): rounding differs")
+    q, kv, idx, sink, scale, kwargs = random_inputs(3, 20, D, 90, 150, torch.bfloat16, N2=40, K2=30)
+    out, lse = kernel(q, kv, idx, sink, scale, **kwargs)
+    widened = {name: value.float() if value.is_floating_point() else value for name, value in kwargs.items()}
+    want_out, want_lse = kernel(q.float(), kv.float(), idx, sink, scale, **widened)
+    torch.testing.assert_close(out, want_out.to(torch.bfloat16), atol=0, rtol=0)
+    torch.testing.assert_close(lse, want_lse, atol=0, rtol=0)
+
+
+def test_reports_the_chosen_isa(capsys):
+    # Run under V4_ASCEND_CPU_ISA by tests/cpu/test_cpu_isa_override.py, which reads this line back.
+    chosen = cpu.extension().cpu_isa()
+    assert chosen == (os.environ.get("V4_ASCEND_CPU_ISA") or cpu.extension().cpu_isa_detected())
+    with capsys.disabled():
+        print(f"cpu_isa={chosen}")

@@ -1,5 +1,6 @@
-"""sparse_attn cases: V4-Flash decode (CSA, HCA) against a gather + bmm + softmax peer, and prefill
-against a dense-mask SDPA peer. Rates count the useful FLOPs of the sparse attention (QK and PV)."""
+"""sparse_attn cases: V4-Flash decode (CSA, HCA) against a gather + bmm + softmax peer; prefill at S 512
+against dense-mask SDPA and compiled flex_attention, and at the spec size S 4096 against the gather peer
+in chunks of tokens. Rates count the useful FLOPs of the sparse attention (QK and PV)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,26 @@ from v4_ascend.ops import sparse_attn
 HEADS, DIM, WINDOW, TOPK = 64, 512, 128, 512  # V4-Flash attention
 
 
-def gather_bmm_softmax(q, kv, idx, extra_kv, extra_idx, sink, scale):
-    """The peer a user writes in stock PyTorch: gather the rows, bmm, softmax with the sink, bmm."""
+def gather_bmm_softmax(q, kv, idx, extra_kv, extra_idx, sink, scale, mask_invalid=False):
+    """The peer a user writes in stock PyTorch: gather the rows, bmm, softmax with the sink, bmm (slots
+    of -1 masked out when `mask_invalid`; decode has none)."""
     rows = torch.cat([kv[idx.long()], extra_kv[extra_idx.long()]], dim=1)  # [T, K, D]: a gathered copy
     logits = torch.bmm(q, rows.transpose(1, 2)).float() * scale
     T, H, _ = logits.shape
+    if mask_invalid:
+        logits.masked_fill_(~torch.cat([idx >= 0, extra_idx >= 0], dim=1)[:, None, :], float("-inf"))
     weights = torch.softmax(torch.cat([logits, sink.view(1, H, 1).expand(T, H, 1)], dim=-1), dim=-1)
     return torch.bmm(weights[..., :-1].to(q.dtype), rows)
+
+
+def chunked_gather_bmm_softmax(q, kv, idx, extra_kv, extra_idx, sink, scale, chunk=256):
+    """The gather peer over `chunk` tokens at a time, so that its gathered copy stays O(chunk * K * D)."""
+    out = torch.empty_like(q)
+    for start in range(0, q.shape[0], chunk):
+        part = slice(start, start + chunk)
+        out[part] = gather_bmm_softmax(q[part], kv, idx[part], extra_kv, extra_idx[part], sink, scale,
+                                       mask_invalid=True)
+    return out
 
 
 def _topk_rows(tokens: int, pool: int, k: int) -> torch.Tensor:
@@ -58,13 +72,8 @@ def decode(device, *, dtype, batch, n_c, hca):
     )
 
 
-def prefill(device, *, dtype, tokens, n_c):
-    """Prefill of `tokens` tokens: a causal 128-row sliding window over the tokens' own entries plus
-    top-k 512 of a compressed pool of n_c entries. The peers attend over all tokens + n_c keys with the
-    same pattern as a dense boolean mask (O(T * N) memory): SDPA, and flex_attention compiled with a
-    block mask (CPU and CUDA only). Neither has the sink (SDPA has none; compiled flex on the CPU cannot
-    return the lse that would add it afterwards), so they do slightly less work."""
-    scale = DIM**-0.5
+def _prefill_inputs(device, dtype, tokens, n_c):
+    """A causal 128-row sliding window over the tokens' own entries plus top-k 512 of a pool of n_c."""
     q = torch.randn(tokens, HEADS, DIM, device=device).to(dtype)
     own = torch.randn(tokens, DIM, device=device).to(dtype)
     position = torch.arange(tokens)[:, None] - torch.arange(WINDOW)[None, :]
@@ -72,7 +81,17 @@ def prefill(device, *, dtype, tokens, n_c):
     pool = torch.randn(n_c, DIM, device=device).to(dtype)
     pool_idx = _topk_rows(tokens, n_c, TOPK).to(device)
     sink = torch.randn(HEADS, device=device)
+    valid_rows = int((window_idx >= 0).sum()) + pool_idx.numel()
+    return q, own, window_idx, pool, pool_idx, sink, valid_rows
 
+
+def prefill(device, *, dtype, tokens, n_c):
+    """Prefill of `tokens` tokens (see _prefill_inputs). The peers attend over all tokens + n_c keys with
+    the same pattern as a dense boolean mask (O(T * N) memory): SDPA, and flex_attention compiled with a
+    block mask (CPU and CUDA only). Neither has the sink (SDPA has none; compiled flex on the CPU cannot
+    return the lse that would add it afterwards), so they do slightly less work."""
+    scale = DIM**-0.5
+    q, own, window_idx, pool, pool_idx, sink, valid_rows = _prefill_inputs(device, dtype, tokens, n_c)
     keys = torch.cat([own, pool])  # [tokens + n_c, D]
     mask = torch.zeros(tokens, tokens + n_c, dtype=torch.bool, device=device)
     rows = torch.arange(tokens, device=device)[:, None]
@@ -91,14 +110,31 @@ def prefill(device, *, dtype, tokens, n_c):
         compiled = torch.compile(flex_attention)
         baselines["peer: flex_attention (compiled)"] = lambda: compiled(q_heads, kv_heads, kv_heads,
                                                                          block_mask=block_mask, scale=scale)
-
-    valid_rows = int((window_idx >= 0).sum()) + pool_idx.numel()
     return Workload(
         kernel=lambda: sparse_attn(q, own, window_idx, sink, scale, pool, pool_idx),
         baselines=baselines,
-        flops=4.0 * HEADS * valid_rows * DIM,
-        note=f"prefill reduced from S 4096 to S {tokens} to fit the time budget; the peers have no sink; "
+        flops=_flops(1, valid_rows),
+        note=f"prefill at S {tokens} (flash-prefill-s4096 is the spec size); the peers have no sink; "
         "SDPA computes all T x (T + n_c) logits; flex compiles once, in the untimed warm-up",
+    )
+
+
+def prefill_at_scale(device, *, dtype, tokens, n_c):
+    """Prefill at the spec size against the gather peer in chunks of 256 tokens. The dense-mask peers
+    do not fit: SDPA materialises H x T x (T + n_c) fp32 logits, and compiled flex_attention's per-call
+    time, already ~2 s at S 512, grows with T x (window + n_c) blocks (see the case note)."""
+    scale = DIM**-0.5
+    q, own, window_idx, pool, pool_idx, sink, valid_rows = _prefill_inputs(device, dtype, tokens, n_c)
+    sdpa_logits_gb = 4 * HEADS * tokens * (tokens + n_c) / 1e9
+    return Workload(
+        kernel=lambda: sparse_attn(q, own, window_idx, sink, scale, pool, pool_idx),
+        baselines={"peer: gather + bmm + softmax, 256-token chunks": lambda: chunked_gather_bmm_softmax(
+            q, own, window_idx, pool, pool_idx, sink, scale)},
+        flops=_flops(1, valid_rows),
+        note=f"dense-mask peers not run: SDPA would hold {sdpa_logits_gb:.1f} GB of fp32 logits "
+        f"(H x T x (T + n_c)) and compute {4 * HEADS * tokens * (tokens + n_c) * DIM / 1e12:.1f} TFLOP, "
+        "compiled flex (~2 s per call at S 512) would take minutes per case; the chunked gather peer holds "
+        "O(256 x K x D), the kernel O(threads x (H + 128) x D) besides its outputs",
     )
 
 
@@ -116,6 +152,9 @@ def _cases():
         shape = f"S512 H{HEADS} D{DIM}, window {WINDOW} + top-k {TOPK} of 2048"
         yield Case("sparse_attn", "flash-prefill-s512", shape, dtype,
                    partial(prefill, dtype=dtype, tokens=512, n_c=2048))
+    shape = f"S4096 H{HEADS} D{DIM}, window {WINDOW} + top-k {TOPK} of 1024"
+    yield Case("sparse_attn", "flash-prefill-s4096", shape, torch.bfloat16,
+               partial(prefill_at_scale, dtype=torch.bfloat16, tokens=4096, n_c=1024))
 
 
 CASES = list(_cases())

@@ -31,6 +31,7 @@ def unavailable_reason() -> str | None:
 def register() -> None:
     global _extension
     _extension = importlib.import_module("v4_ascend._C")
+    _extension.cpu_isa()  # a bad V4_ASCEND_CPU_ISA raises ValueError here, not at the first kernel call
 
 
 def extension():
@@ -41,6 +42,8 @@ def extension():
 def routes() -> dict[str, Route]:
     info = _extension.kernel_info() if _extension is not None else {}
     isa = _extension.cpu_isa() if _extension is not None else "n/a"
+    if _extension is not None and isa != _extension.cpu_isa_detected():
+        isa += f" (V4_ASCEND_CPU_ISA; the CPU has {_extension.cpu_isa_detected()})"
     return {
         name: Route(f"{info[name]} [{isa}]", "")
         if name in info
