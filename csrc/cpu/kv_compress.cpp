@@ -59,7 +59,7 @@ void run(const at::Tensor& kv, const at::Tensor& score, const at::Tensor& ape, c
   int32_t* pos = positions.data_ptr<int32_t>();
   int32_t* seq_of = owners.data_ptr<int32_t>();
   at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
-    v4k::KvCompressWorkspace<A> ws(s);
+    v4k::KvCompressWorkspace<T, A> ws(s);
     int64_t b = std::upper_bound(first_entry.begin(), first_entry.end(), begin) - first_entry.begin() - 1;
     for (int64_t m = begin; m < end; b++) {
       const int64_t stop = std::min(end, first_entry[b + 1]);

@@ -11,6 +11,7 @@
 
 #include "cpu/checks.h"
 #include "cpu/registry.h"
+#include "kernels/isa.h"
 #include "kernels/sparse_attn.h"
 #include "kernels/sparse_attn_avx512.h"
 
@@ -26,11 +27,6 @@ KernelEntry& entry = describe_kernel(
 bool has_avx512() {
   static const bool found = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return found;
-}
-
-bool has_avx512_bf16() {
-  static const bool found = has_avx512() && __builtin_cpu_supports("avx512bf16");
   return found;
 }
 
@@ -63,7 +59,7 @@ class TokenAttention {
   static bool vectorised(int64_t dim) {
     if (!v4k::avx512::supports_dim(dim)) return false;
     if constexpr (std::is_same_v<T, float>) return has_avx512();
-    if constexpr (std::is_same_v<T, v4k::bf16>) return has_avx512_bf16();
+    if constexpr (std::is_same_v<T, v4k::bf16>) return v4k::has_avx512_bf16();
     return false;
   }
 

@@ -13,12 +13,11 @@
 
 // Every header is included above, so the target below applies to this file's own functions only.
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")
+#include "kernels/bf16_pairs_avx512_blocks.h"
 #include "kernels/sparse_attn_avx512_blocks.h"
 
 namespace v4k::avx512 {
 namespace {
-
-inline __m512bh as_bf16(__m512i x) { return (__m512bh)x; }
 
 // Interleaves rows 2j and 2j + 1 column by column (the operand layout of vdpbf16ps) into pairs
 // [n_pairs, 2 * dim].
@@ -45,16 +44,7 @@ struct PvTile {
     __m512 a[TH][VECS];
     for (int i = 0; i < TH; ++i)
       for (int j = 0; j < VECS; ++j) a[i][j] = _mm512_loadu_ps(acc + i * dim + 16 * j);
-    for (int64_t b = 0; b < n_pairs; ++b) {
-      __m512bh r[VECS];
-      for (int j = 0; j < VECS; ++j) r[j] = as_bf16(_mm512_loadu_si512(ws->pairs + b * 2 * dim + 2 * (c0 + 16 * j)));
-      for (int i = 0; i < TH; ++i) {
-        int32_t pair;  // the two weights of head i for rows 2b and 2b + 1
-        std::memcpy(&pair, probs + i * kBlock + 2 * b, sizeof pair);
-        const __m512bh p = as_bf16(_mm512_set1_epi32(pair));
-        for (int j = 0; j < VECS; ++j) a[i][j] = _mm512_dpbf16_ps(a[i][j], p, r[j]);
-      }
-    }
+    dot_pairs<TH, VECS>(a, probs, kBlock, ws->pairs + 2 * c0, 2 * dim, n_pairs);
     for (int i = 0; i < TH; ++i)
       for (int j = 0; j < VECS; ++j) _mm512_storeu_ps(acc + i * dim + 16 * j, a[i][j]);
   }

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/exp_avx512.h"
 #include "kernels/softmax_sink.h"
 #include "kernels/sparse_attn_avx512.h"
 
@@ -27,24 +28,6 @@ constexpr int kVecs = 6;
 const float kNegInf = -std::numeric_limits<float>::infinity();
 
 inline int64_t smaller(int64_t a, int64_t b) { return a < b ? a : b; }
-
-// exp on 16 lanes: 2^n * p(r) with x = n ln2 + r, |r| <= ln2 / 2, degree-6 polynomial (~1 ulp);
-// -inf and very negative inputs give exactly 0.
-inline __m512 exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.7f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
 
 // Pairwise folds: each halves the lanes of two streams and packs both into one vector.
 inline __m512 fold256(__m512 a, __m512 b) {
