@@ -15,7 +15,9 @@ namespace v4_ascend::cpu {
 namespace {
 
 KernelEntry& entry = describe_kernel(
-    "kv_compress", "C++ fused gated pooling per block (vectorised softmax over channel tiles), blocks across threads");
+    "kv_compress",
+    "C++ fused gated pooling per block, read in the input dtype (AVX-512 softmax over channel tiles, portable "
+    "otherwise), blocks across threads");
 
 void check_state(const char* op, const char* arg, const at::Tensor& state, at::ScalarType acc, int64_t B,
                  int64_t rows, int64_t F) {

@@ -138,6 +138,7 @@ struct RankKey {
   struct Less {
     bool operator()(const type& a, const type& b) const { return ranks_before(a, b); }
   };
+  static void sort(type* keys, int64_t n, type*) { std::sort(keys, keys + n, Less{}); }
 };
 template <>
 struct RankKey<float> {
@@ -151,6 +152,21 @@ struct RankKey<float> {
   }
   static int32_t index(type key) { return static_cast<int32_t>(static_cast<uint32_t>(key)); }
   using Less = std::less<type>;
+  // LSD radix sort by bytes (branch-free, unlike a comparison sort on random scores); bytes that every key
+  // shares (the high bytes of the rows) cost one counting pass and no move.
+  static void sort(type* keys, int64_t n, type* scratch) {
+    type* src = keys;
+    type* dst = scratch;
+    for (int shift = 0; shift < 64 && n > 1; shift += 8) {
+      int64_t start[257] = {};
+      for (int64_t i = 0; i < n; ++i) ++start[((src[i] >> shift) & 255) + 1];
+      if (start[((src[0] >> shift) & 255) + 1] == n) continue;
+      for (int b = 0; b < 256; ++b) start[b + 1] += start[b];
+      for (int64_t i = 0; i < n; ++i) dst[start[(src[i] >> shift) & 255]++] = src[i];
+      std::swap(src, dst);
+    }
+    if (src != keys) std::copy(src, src + n, keys);
+  }
 };
 
 // The best `cap` candidates seen so far, in a buffer of 2 * cap: when it fills, nth_element keeps the best
@@ -177,7 +193,7 @@ struct IndexerBest {
   // Writes the rows best first, then -1 up to `width`.
   void write(int32_t* dst, int64_t width) {
     if (size > cap) keep_best();
-    std::sort(buf, buf + size, Less{});
+    RankKey<A>::sort(buf, size, buf + cap);  // size <= cap now: the buffer's second half is free
     for (int64_t slot = 0; slot < width; ++slot) dst[slot] = slot < size ? RankKey<A>::index(buf[slot]) : -1;
   }
 };

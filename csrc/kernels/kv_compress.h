@@ -7,9 +7,10 @@
 // Blocks are independent once their tokens are known, so a call is a list of (sequence, block) items that
 // can run on any thread; the state is updated afterwards, per sequence. An entry's candidates are read in
 // the input dtype where they are (kv, score rows and ape) and widened in registers; the softmax runs per
-// channel tile (max, then exp, sum and weighted sum) over the candidates with channels innermost, so the
-// loops vectorise. The fp32 exp is a polynomial (below 2 ulp of the true value), not the one torch uses,
-// so entries agree with the reference to a few ulp, not bit for bit.
+// channel tile (max, then exp, sum and weighted sum) over the candidates with channels innermost: on
+// AVX-512 a tile is 4 vectors of peaks, sums and accumulators held in registers, elsewhere (and for fp64)
+// a portable body. The fp32 exp is a polynomial (~1-2 ulp), not the one torch uses, so entries agree with
+// the reference to a few ulp, not bit for bit.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -24,7 +25,7 @@
 
 namespace v4k {
 
-constexpr int64_t kPoolChannels = 64;  // channels per softmax tile (candidate exps stay in L1)
+constexpr int64_t kPoolChannels = 64;  // channels per softmax tile (4 AVX-512 vectors)
 
 // exp(x) for x <= 0 (softmax arguments): Cody-Waite reduction and a degree-6 polynomial; 0 below -87
 // (where exp is subnormal), NaN stays NaN. Plain arithmetic so that loops over it vectorise: n is rounded
@@ -131,7 +132,11 @@ V4K_TARGET_AVX512 V4K_INLINE void pool_vectors_avx512(const T* const* a, const T
       const int64_t f = f0 + 16 * v;
       peak[v] = _mm512_max_ps(_mm512_add_ps(load16(g[j] + f, lanes[v]), load16(bias[j] + f, lanes[v])), peak[v]);
     }
-  for (int64_t j = 0; j < n; ++j)
+  for (int64_t j = 0; j < n; ++j) {
+    for (int v = 0; v < V; ++v) {  // the next tile of this row (prefetches never fault, even past its end)
+      _mm_prefetch(reinterpret_cast<const char*>(g[j] + f0 + 16 * (V + v)), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(a[j] + f0 + 16 * (V + v)), _MM_HINT_T0);
+    }
     for (int v = 0; v < V; ++v) {
       const int64_t f = f0 + 16 * v;
       const __m512 x = _mm512_add_ps(load16(g[j] + f, lanes[v]), load16(bias[j] + f, lanes[v]));
@@ -139,6 +144,7 @@ V4K_TARGET_AVX512 V4K_INLINE void pool_vectors_avx512(const T* const* a, const T
       total[v] = _mm512_add_ps(total[v], e);
       acc[v] = _mm512_fmadd_ps(e, load16(a[j] + f, lanes[v]), acc[v]);
     }
+  }
   for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(out + f0 + 16 * v, lanes[v], _mm512_div_ps(acc[v], total[v]));
 }
 
