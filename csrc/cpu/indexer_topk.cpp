@@ -15,8 +15,8 @@ KernelEntry& entry = describe_kernel(
     "C++ blocked scoring (query chunk x 32-key tile; AVX-512/AVX2 fp32, bf16 pairs with AVX512-BF16) + bounded "
     "nth_element top-k, no [T, N] block");
 
-// Queries scored together against each key tile: enough to amortise the tile, small enough to give
-// every thread some chunks at decode sizes.
+// Queries scored together against each key tile: enough to amortise the tile's transposition, at most an
+// equal share of the queries per thread (decode: one chunk per thread).
 constexpr int64_t kMaxChunk = 16;
 
 template <typename T, typename S, typename A = typename v4k::Acc<T>::type>
@@ -26,7 +26,8 @@ void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& w, const at
   const v4k::IndexerInputs<T, A> in{reinterpret_cast<const T*>(q.data_ptr()), reinterpret_cast<const T*>(k.data_ptr()),
                                     w.data_ptr<A>(), q_pos.data_ptr<int32_t>(),
                                     k_offset ? k_offset->data_ptr<int32_t>() : nullptr};
-  const int64_t chunk = std::clamp<int64_t>(T_ / (2 * at::get_num_threads()), 1, kMaxChunk);
+  const int64_t threads = at::get_num_threads();
+  const int64_t chunk = std::clamp<int64_t>((T_ + threads - 1) / threads, 1, kMaxChunk);
   const int64_t chunks = (T_ + chunk - 1) / chunk;
   int32_t* dst = out.data_ptr<int32_t>();
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
