@@ -127,16 +127,17 @@ V4K_TARGET_AVX512 V4K_INLINE void pool_vectors_avx512(const T* const* a, const T
     peak[v] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
     total[v] = acc[v] = _mm512_setzero_ps();
   }
-  for (int64_t j = 0; j < n; ++j)
+  // Each pass prefetches what it reads in the next tile of the same rows (prefetches never fault, even past
+  // a row's end): the logits in the first pass, the values in the second.
+  for (int64_t j = 0; j < n; ++j) {
+    for (int v = 0; v < V; ++v) _mm_prefetch(reinterpret_cast<const char*>(g[j] + f0 + 16 * (V + v)), _MM_HINT_T0);
     for (int v = 0; v < V; ++v) {  // max(x, peak) keeps the peak where x is NaN, as x > peak ? x : peak
       const int64_t f = f0 + 16 * v;
       peak[v] = _mm512_max_ps(_mm512_add_ps(load16(g[j] + f, lanes[v]), load16(bias[j] + f, lanes[v])), peak[v]);
     }
+  }
   for (int64_t j = 0; j < n; ++j) {
-    for (int v = 0; v < V; ++v) {  // the next tile of this row (prefetches never fault, even past its end)
-      _mm_prefetch(reinterpret_cast<const char*>(g[j] + f0 + 16 * (V + v)), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(a[j] + f0 + 16 * (V + v)), _MM_HINT_T0);
-    }
+    for (int v = 0; v < V; ++v) _mm_prefetch(reinterpret_cast<const char*>(a[j] + f0 + 16 * (V + v)), _MM_HINT_T0);
     for (int v = 0; v < V; ++v) {
       const int64_t f = f0 + 16 * v;
       const __m512 x = _mm512_add_ps(load16(g[j] + f, lanes[v]), load16(bias[j] + f, lanes[v]));
