@@ -57,7 +57,7 @@ V4K_INLINE double softmax_exp(double x) { return std::exp(x); }
 template <int64_t W, typename T, typename A>
 V4K_INLINE void pool_tile(const T* const* a, const T* const* g, const A* const* bias, int64_t n, int64_t f0,
                           int64_t w, A* out) {
-  const int64_t width = W ? W : w;  // a compile-time width for full tiles, so the loops vectorise unrolled
+  const int64_t width = W ? W : w;  // a compile-time width for full tiles helps the compiler vectorise
   A peak[kPoolChannels], total[kPoolChannels], acc[kPoolChannels];
   for (int64_t f = 0; f < width; ++f) peak[f] = -std::numeric_limits<A>::infinity(), total[f] = 0, acc[f] = 0;
   for (int64_t j = 0; j < n; ++j) {
