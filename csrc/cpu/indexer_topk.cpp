@@ -12,26 +12,28 @@ namespace {
 
 KernelEntry& entry = describe_kernel(
     "indexer_topk",
-    "C++ blocked scoring (query chunk x 32-key tile, AVX-512/AVX2) + bounded nth_element top-k, no [T, N] block");
+    "C++ blocked scoring (query chunk x 32-key tile; AVX-512/AVX2 fp32, bf16 pairs with AVX512-BF16) + bounded "
+    "nth_element top-k, no [T, N] block");
 
-// Queries scored together against each key tile: enough to amortise the tile, small enough to give
-// every thread some chunks at decode sizes.
+// Queries scored together against each key tile: enough to amortise the tile's transposition, at most an
+// equal share of the queries per thread (decode: one chunk per thread).
 constexpr int64_t kMaxChunk = 16;
 
-template <typename T, typename A = typename v4k::Acc<T>::type>
+template <typename T, typename S, typename A = typename v4k::Acc<T>::type>
 void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& w, const at::Tensor& q_pos,
          const std::optional<at::Tensor>& k_offset, const v4k::IndexerShape& shape, at::Tensor& out) {
   const int64_t T_ = q.size(0);
   const v4k::IndexerInputs<T, A> in{reinterpret_cast<const T*>(q.data_ptr()), reinterpret_cast<const T*>(k.data_ptr()),
                                     w.data_ptr<A>(), q_pos.data_ptr<int32_t>(),
                                     k_offset ? k_offset->data_ptr<int32_t>() : nullptr};
-  const int64_t chunk = std::clamp<int64_t>(T_ / (2 * at::get_num_threads()), 1, kMaxChunk);
+  const int64_t threads = at::get_num_threads();
+  const int64_t chunk = std::clamp<int64_t>((T_ + threads - 1) / threads, 1, kMaxChunk);
   const int64_t chunks = (T_ + chunk - 1) / chunk;
   int32_t* dst = out.data_ptr<int32_t>();
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    v4k::IndexerWorkspace<A> ws(shape, chunk);
+    v4k::IndexerWorkspace<A, S> ws(shape, chunk);
     for (int64_t c = begin; c < end; ++c)
-      v4k::indexer_topk_chunk<T, A>(in, shape, c * chunk, std::min(T_, (c + 1) * chunk), dst, ws);
+      v4k::indexer_topk_chunk<T, A, S>(in, shape, c * chunk, std::min(T_, (c + 1) * chunk), dst, ws);
   });
 }
 
@@ -73,10 +75,15 @@ at::Tensor indexer_topk(const at::Tensor& q, const at::Tensor& k, const at::Tens
   const auto qc = q.contiguous(), kc = k.contiguous(), wc = weights.to(acc_type).contiguous();
   const v4k::IndexerShape shape{H, d, N, ratio, topk};
   switch (q.scalar_type()) {
-    case at::kDouble: run<double>(qc, kc, wc, pos, offset, shape, out); break;
-    case at::kFloat: run<float>(qc, kc, wc, pos, offset, shape, out); break;
-    case at::kBFloat16: run<v4k::bf16>(qc, kc, wc, pos, offset, shape, out); break;
-    default: run<_Float16>(qc, kc, wc, pos, offset, shape, out); break;
+    case at::kDouble: run<double, v4k::WideScoring<double>>(qc, kc, wc, pos, offset, shape, out); break;
+    case at::kFloat: run<float, v4k::WideScoring<float>>(qc, kc, wc, pos, offset, shape, out); break;
+    case at::kBFloat16:
+      if (v4k::has_avx512_bf16())
+        run<v4k::bf16, v4k::Bf16PairScoring>(qc, kc, wc, pos, offset, shape, out);
+      else
+        run<v4k::bf16, v4k::WideScoring<float>>(qc, kc, wc, pos, offset, shape, out);
+      break;
+    default: run<_Float16, v4k::WideScoring<float>>(qc, kc, wc, pos, offset, shape, out); break;
   }
   return out;
 }

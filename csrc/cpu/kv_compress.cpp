@@ -15,7 +15,9 @@ namespace v4_ascend::cpu {
 namespace {
 
 KernelEntry& entry = describe_kernel(
-    "kv_compress", "C++ fused gated pooling per block (vectorised softmax over channel tiles), blocks across threads");
+    "kv_compress",
+    "C++ fused gated pooling per block, read in the input dtype (AVX-512 softmax over channel tiles, portable "
+    "otherwise), blocks across threads");
 
 void check_state(const char* op, const char* arg, const at::Tensor& state, at::ScalarType acc, int64_t B,
                  int64_t rows, int64_t F) {
@@ -59,7 +61,7 @@ void run(const at::Tensor& kv, const at::Tensor& score, const at::Tensor& ape, c
   int32_t* pos = positions.data_ptr<int32_t>();
   int32_t* seq_of = owners.data_ptr<int32_t>();
   at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
-    v4k::KvCompressWorkspace<A> ws(s);
+    v4k::KvCompressWorkspace<T, A> ws(s);
     int64_t b = std::upper_bound(first_entry.begin(), first_entry.end(), begin) - first_entry.begin() - 1;
     for (int64_t m = begin; m < end; b++) {
       const int64_t stop = std::min(end, first_entry[b + 1]);

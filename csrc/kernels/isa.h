@@ -64,14 +64,17 @@ inline Isa isa() {
   return chosen;
 }
 
-// AVX512-BF16 (vdpbf16ps) on top of the chosen AVX-512 level.
+// AVX512-BF16 (vdpbf16ps) next to the AVX-512 level of isa() and AVX512-DQ: the bf16 kernels compiled in
+// their own translation units for that ISA are called only when this holds.
 inline bool has_avx512_bf16() {
+  static const bool found = [] {
 #if V4K_X86
-  static const bool found = isa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
-  return found;
+    return isa() == Isa::avx512 && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16");
 #else
-  return false;
+    return false;
 #endif
+  }();
+  return found;
 }
 
 }  // namespace v4k

@@ -14,12 +14,13 @@
 // Every header is included above, so the target below applies to this file's own functions only.
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,avx512bf16")
 #define V4K_SIMD_AVX512
+#include "kernels/bf16_pairs_avx512_blocks.h"
 #include "kernels/sparse_attn_simd_blocks.h"
 
 namespace v4k::simd {
 namespace {
 
-inline __m512bh as_bf16(__m512i x) { return (__m512bh)x; }
+using avx512::as_bf16;
 
 // Interleaves rows 2j and 2j + 1 column by column (the operand layout of vdpbf16ps) into pairs
 // [dim / 16, kPairStride, 32]: a PV tile then streams contiguous memory (a [pairs, 2 * dim] layout
@@ -47,14 +48,10 @@ struct PvTile {
     __m512 a[TH][VECS];
     for (int i = 0; i < TH; ++i)
       for (int j = 0; j < VECS; ++j) a[i][j] = _mm512_loadu_ps(acc + i * dim + 16 * j);
-    for (int64_t b = 0; b < n_pairs; ++b) {
-      __m512bh r[VECS];
-      for (int j = 0; j < VECS; ++j) r[j] = as_bf16(_mm512_loadu_si512(ws->pairs + ((c0 / 16 + j) * kPairStride + b) * 32));
-      for (int i = 0; i < TH; ++i) {
-        const __m512bh p = as_bf16(_mm512_set1_epi32(probs[b * ws->hp + i]));  // head i, rows 2b and 2b + 1
-        for (int j = 0; j < VECS; ++j) a[i][j] = _mm512_dpbf16_ps(a[i][j], p, r[j]);
-      }
-    }
+    // head i's weights of rows 2b and 2b + 1 at probs[b * hp + i]; vector j of pair b of the rows at
+    // pairs[((c0 / 16 + j) * kPairStride + b) * 32]
+    avx512::dot_pairs<TH, VECS>(a, reinterpret_cast<const uint16_t*>(probs), {2, 2 * ws->hp},
+                        ws->pairs + c0 / 16 * kPairStride * 32, {kPairStride * 32, 32}, n_pairs);
     for (int i = 0; i < TH; ++i)
       for (int j = 0; j < VECS; ++j) _mm512_storeu_ps(acc + i * dim + 16 * j, a[i][j]);
   }

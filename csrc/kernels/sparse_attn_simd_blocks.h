@@ -23,6 +23,9 @@
 
 #include "kernels/softmax_sink.h"
 #include "kernels/sparse_attn_simd.h"
+#ifdef V4K_SIMD_AVX512
+#include "kernels/exp_avx512.h"
+#endif
 
 namespace v4k::simd {
 namespace {
@@ -87,10 +90,11 @@ struct Avx2 {
     const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
   }
-  // Inputs below -87.3 (2^n would be subnormal) and -inf give exactly 0.
+  // Inputs below -87.3 (2^n would be subnormal) and -inf give exactly 0; NaN stays NaN (not-less-than is
+  // true for NaN, and min/max return their second operand when one is NaN).
   static F exp(F x) {
-    const F in_range = _mm256_cmp_ps(x, set1(-87.3f), _CMP_GE_OQ);
-    x = _mm256_min_ps(_mm256_max_ps(x, set1(-87.3f)), set1(88.3f));
+    const F in_range = _mm256_cmp_ps(x, set1(-87.3f), _CMP_NLT_UQ);
+    x = _mm256_min_ps(set1(88.3f), _mm256_max_ps(set1(-87.3f), x));
     F n;
     const F p = exp_poly<Avx2>(x, &n);
     const __m256i biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
@@ -116,13 +120,7 @@ struct Avx512 {
   static F round(F x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static F load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, F x) { _mm512_storeu_ps(p, x); }
-  // -inf and very negative inputs give exactly 0 (scalef flushes through the subnormals).
-  static F exp(F x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, set1(-104.0f)), set1(88.7f));
-    F n;
-    const F p = exp_poly<Avx512>(x, &n);
-    return _mm512_scalef_ps(p, n);
-  }
+  static F exp(F x) { return exp16(x); }  // the AVX-512 exp shared with the KV compressor
 };
 #endif
 

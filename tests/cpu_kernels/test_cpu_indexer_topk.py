@@ -148,3 +148,62 @@ def test_property_matches_reference(served_by_cpp, T, H, d, N, topk, batched):
     q, k, weights, q_pos, k_offset = inputs(T, H, d, N, batched=batched)
     got, want = run_both(served_by_cpp, q, k, weights, q_pos, topk, k_offset)
     assert torch.equal(got, want)
+
+
+def selection_within_error(idx, q, k, weights, q_pos, topk, k_offset=None):
+    """Whether every query's rows are a correct top-k up to the fp32 accumulation error: with fp64 scores s of
+    the same inputs and a bound e on each fp32 score's error, every selected row beats every unselected
+    visible one (s_i + e_i >= s_j - e_j), and the list runs in descending order (s_a + e_a >= s_b - e_b for
+    a listed before b). Rows whose scores are further apart than their error bounds must therefore be
+    selected and ordered exactly as in exact arithmetic."""
+    q64, k64, w64 = q.double(), k.double(), weights.double()
+    H, d = q.shape[1:]
+    unit = 2.0 ** -24
+    for t in range(q.shape[0]):
+        base = 0 if k_offset is None else int(k_offset[t])
+        visible = (int(q_pos[t]) + 1) // RATIO
+        keys = k64[base:base + visible]
+        scores = (torch.relu(q64[t] @ keys.T) * w64[t, :, None]).sum(0)
+        bound = (d + H + 2) * unit * (w64[t].abs()[:, None] * (q64[t].abs() @ keys.abs().T)).sum(0)
+        rows = idx[t][: min(topk, visible)].long() - base
+        if idx[t][rows.numel():].ne(-1).any() or rows.unique().numel() != rows.numel() or (rows < 0).any():
+            return False
+        chosen = torch.zeros(visible, dtype=torch.bool)
+        chosen[rows] = True
+        if chosen.all() or (~chosen).all():
+            low_chosen, high_other = 0.0, -1.0
+        else:
+            low_chosen = float((scores + bound)[chosen].min())
+            high_other = float((scores - bound)[~chosen].max())
+        in_order = (scores[rows[:-1]] + bound[rows[:-1]] >= scores[rows[1:]] - bound[rows[1:]]).all()
+        if low_chosen < high_other or not in_order:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("T", "H", "d", "N", "topk", "batched"), [
+    (24, 64, 128, 300, 32, False),  # V4-Flash heads and width
+    (17, 6, 17, 90, 20, True),  # odd width (a zero channel pads the bf16 pairs), heads not a multiple of 8
+])
+def test_normal_inputs_select_within_accumulation_error(served_by_cpp, dtype, T, H, d, N, topk, batched):
+    """Production-like inputs, where the kernel's sum order differs from the reference's: the selection is
+    exact wherever scores are separated by more than the fp32 error. The checker rejects a wrong selection."""
+    q, k = torch.randn(T, H, d).to(dtype), torch.randn(N, d).to(dtype)
+    weights = torch.randn(T, H) * (H * d) ** -0.5
+    if batched:
+        k_offset = torch.randint(0, N // 2, (T,), dtype=torch.int32)
+        q_pos = torch.randint(0, (N // 2) * RATIO, (T,), dtype=torch.int32)
+    else:
+        k_offset, q_pos = None, torch.randint(0, N * RATIO, (T,), dtype=torch.int32)
+    q_pos[0] = (N // 2 if batched else N) * RATIO - 1  # query 0 sees more rows than topk
+    got, want = run_both(served_by_cpp, q, k, weights, q_pos, topk, k_offset, reference_dtype=torch.float32)
+    assert selection_within_error(got, q, k, weights, q_pos, topk, k_offset)
+    assert selection_within_error(want, q, k, weights, q_pos, topk, k_offset)
+    assert (got == want).float().mean() > 0.95  # near-ties within the error are rare
+    base, visible = (0 if k_offset is None else int(k_offset[0])), (int(q_pos[0]) + 1) // RATIO
+    scores = (torch.relu(q[0].double() @ k[base:base + visible].double().T) * weights[0].double()[:, None]).sum(0)
+    worst = next(base + int(i) for i in scores.argsort() if base + int(i) not in got[0].tolist())
+    wrong = got.clone()
+    wrong[0, topk - 1] = worst  # the lowest-scoring row instead of the k-th: no longer a top-k
+    assert not selection_within_error(wrong, q, k, weights, q_pos, topk, k_offset)

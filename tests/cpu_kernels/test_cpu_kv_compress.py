@@ -134,3 +134,44 @@ def test_property_matches_reference(served_by_cpp, ratio, overlap, d, seqs):
     starts, lens, fresh = (list(x) for x in zip(*seqs))
     args = make_call(starts, lens, d, ratio, overlap, fresh=fresh)
     assert_same(*compress_both(served_by_cpp, args), torch.float32)
+
+
+def split_sizes(total, ratio):
+    """Chunk sizes covering `total` tokens: single-token decode steps and chunks that end inside blocks."""
+    pattern, sizes = [1, ratio - 1, ratio + 3, 1, 2 * ratio + 1], []
+    while sum(sizes) < total:
+        sizes.append(min(pattern[len(sizes) % len(pattern)], total - sum(sizes)))
+    return sizes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("ratio", "overlap", "total"), [(4, True, 45), (128, False, 300), (4, False, 30)])
+def test_split_calls_equal_one_call_bit_for_bit(served_by_cpp, dtype, ratio, overlap, total):
+    """An entry whose candidates are all new rows is pooled straight from the inputs (in their dtype), one with
+    candidates in the state from its widened copies: the same numbers, so prefill then decode steps give the
+    entries of one call bit for bit, and those match the fp32 reference on the same values. d 70: a 64-channel
+    tile and a 6-lane tail."""
+    d, width = 70, (2 if overlap else 1) * 70
+    args = make_call([0], [total], d, ratio, overlap, dtype)
+    kv, score, ape = args[0], args[1], args[2]
+    got, want, _, _ = compress_both(served_by_cpp, args, reference_dtype=torch.float32)
+    assert_close(got[0], want[0], torch.float32, "entries")
+    rows = (2 if overlap else 1) * ratio
+    kv_state, score_state = torch.zeros(1, rows, width), torch.full((1, rows, width), float("-inf"))
+    pieces, start = [], 0
+    for size in split_sizes(total, ratio):
+        call = [kv[start:start + size], score[start:start + size], ape, torch.tensor([start], dtype=torch.int32),
+                torch.tensor([size], dtype=torch.int32), kv_state, score_state, ratio, overlap]
+        with served_by_cpp("kv_compress"):
+            pieces.append(torch.ops.v4_ascend.kv_compress(*call)[0])
+        start += size
+    assert torch.equal(torch.cat(pieces), got[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_non_contiguous_low_precision_inputs(served_by_cpp, dtype):
+    args = make_call([0, 3], [70, 9], 24, 4, True, dtype)
+    args[0] = torch.stack([args[0], args[0]], dim=-1)[..., 1]
+    args[1] = args[1].t().contiguous().t()
+    assert not (args[0].is_contiguous() or args[1].is_contiguous())
+    assert_same(*compress_both(served_by_cpp, args, reference_dtype=torch.float32), torch.float32)
