@@ -18,6 +18,7 @@
 #include "kernels/moe_gemm.h"
 #include "kernels/moe_quant.h"
 #include "kernels/moe_routing.h"
+#include "kernels/small_m_gemm.h"
 #include "kernels/moe_swiglu.h"
 
 namespace v4_ascend::cpu {
@@ -160,7 +161,8 @@ struct Projection {
       with_core_type(gemm, [&](auto* tag) {
         using T = std::remove_pointer_t<decltype(tag)>;
         const T* we = static_cast<const T*>(w.data_ptr()) + e * N * K;
-        v4k::moe::small_gemm(static_cast<const T*>(a.data_ptr()), a.size(0), we, N, K, static_cast<T*>(out.data_ptr()));
+        v4k::gemm::small_m_gemm<T>({static_cast<const T*>(a.data_ptr()), K, a.size(0), we, N, K,
+                                    static_cast<T*>(out.data_ptr()), N});
       });
     } else {
       std::vector<float> tmp;

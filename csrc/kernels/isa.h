@@ -33,6 +33,19 @@ inline Isa isa() {
   return detected;
 }
 
+// AVX512-BF16 (vdpbf16ps) on top of Isa::avx512. Kernels using it live in their own translation unit
+// compiled for that target and are called only when this is true.
+inline bool has_avx512_bf16() {
+  static const bool found = [] {
+#if V4K_X86
+    return isa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+  }();
+  return found;
+}
+
 }  // namespace v4k
 
 // Defines `name(params)` dispatching to `body(args)` compiled for AVX-512, AVX2+FMA and the baseline.
