@@ -16,9 +16,6 @@
 namespace v4k::gemm::avx512 {
 namespace {
 
-// Bytes ahead of the current column that the weight rows are prefetched from.
-constexpr int64_t kPrefetchBytes = 1024;
-
 // Sum of the 16 lanes. Only masked shuffles with a source operand: the unmasked ones (and
 // _mm512_reduce_add_ps) expand to GCC 12's self-initialised _mm512_undefined_ps, which -Werror rejects.
 inline float lane_sum(__m512 v) {
@@ -35,7 +32,6 @@ inline void tile(const SmallM<typename V::T>& p, int64_t m, int64_t n) {
   using T = typename V::T;
   const T* x = p.x + m * p.ldx;
   const T* w = p.w + n * p.K;
-  constexpr int64_t ahead = kPrefetchBytes / sizeof(T);
   __m512 acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
@@ -43,7 +39,10 @@ inline void tile(const SmallM<typename V::T>& p, int64_t m, int64_t n) {
   for (; k + V::kStep <= p.K; k += V::kStep) {
     typename V::Vec wv[C];
     for (int c = 0; c < C; ++c) {
-      _mm_prefetch(reinterpret_cast<const char*>(w + c * p.K + k + ahead), _MM_HINT_T0);
+      // The next tile's weight rows into L2, one line per row and step: each tile's rows then start
+      // warm instead of waiting for the hardware prefetcher to pick up four new streams (the address
+      // may lie past the end of w: prefetches never fault).
+      _mm_prefetch(reinterpret_cast<const char*>(w + (C + c) * p.K + k), _MM_HINT_T1);
       wv[c] = V::load(w + c * p.K + k);
     }
     for (int r = 0; r < R; ++r) {
