@@ -18,20 +18,23 @@
 namespace v4_ascend::cpu {
 namespace {
 
-// Most rows of a group for the small-M kernel. Measured against a loop of ATen mm over 32 groups, K 2048,
-// N 1024, one thread (benchmarks/README.md, grouped_gemm_masked): fp32 mm (MKL) stays >= 1.7x slower
-// up to 64 rows; bf16 mm (oneDNN) catches up at about 12 rows. fp64 / fp16 keep the bf16 bound.
-int64_t small_rows(at::ScalarType dtype) { return dtype == at::kFloat ? 64 : 8; }
+// Most rows of a group for the small-M kernel, measured on this project's AMD EPYC (one thread, ratios in
+// one process; benchmarks/README.md): fp32 ATen mm (MKL, far below the FMA peak here) is slower than the
+// small-M kernel up to 256 rows (1.4-2x on 32 groups x 4-64 rows, K 2048; equal to slightly faster at
+// 128-256 rows, K 4096); bf16 mm (oneDNN, AVX512-BF16) catches up at about 12 rows. fp64 / fp16 keep
+// the bf16 bound.
+int64_t small_rows(at::ScalarType dtype) { return dtype == at::kFloat ? 256 : 8; }
+
 // Weight rows per work item: 64 rows of K 2048 are 512 KB of fp32, enough to amortise the item.
 constexpr int64_t kColsPerItem = 64;
 
 KernelEntry& contiguous_entry = describe_kernel(
     "grouped_gemm",
-    "C++: groups of <= 64 (fp32) / 8 rows in the small-M kernel (weights streamed once, AVX-512 / AVX512-BF16, "
+    "C++: groups of <= 256 (fp32) / 8 rows in the small-M kernel (weights streamed once, AVX-512 / AVX512-BF16, "
     "threads over (group, weight-row block)); larger groups one ATen mm_out each into output slices");
 KernelEntry& masked_entry = describe_kernel(
     "grouped_gemm_masked",
-    "C++: groups of <= 64 (fp32) / 8 rows (counts) in the small-M kernel (weights streamed once, AVX-512 / AVX512-BF16, "
+    "C++: groups of <= 256 (fp32) / 8 rows (counts) in the small-M kernel (weights streamed once, AVX-512 / AVX512-BF16, "
     "threads over (group, weight-row block)); larger groups one ATen mm_out each");
 
 void check_operands(const char* op, const at::Tensor& x, const at::Tensor& w, int64_t x_rank) {

@@ -1,4 +1,4 @@
-"""C++ grouped_gemm / grouped_gemm_masked vs the reference and a per-group fp64 loop. Groups of up to 64 (fp32)
+"""C++ grouped_gemm / grouped_gemm_masked vs the reference and a per-group fp64 loop. Groups of up to 256 (fp32)
 or 8 (other dtypes) rows take the small-M kernel and larger ones ATen mm (csrc/cpu/grouped_gemm.cpp,
 small_rows), so the tests cover row counts on both sides of those bounds, K tails that are no multiple of
 the vector width (16 fp32 / 32 bf16 columns), and N with leftover weight rows and work blocks (64 rows
@@ -12,7 +12,7 @@ import torch
 from v4_ascend.reference import moe as ref
 from v4_ascend.testing.tolerance import assert_close, reference_dtype
 
-SMALL_ROWS = {torch.float32: 64}  # small_rows() of the C++ kernel; 8 for the other dtypes
+SMALL_ROWS = {torch.float32: 256}  # small_rows() of the C++ kernel; 8 for the other dtypes
 
 
 def small_rows(dtype):
@@ -57,8 +57,8 @@ def test_masked_every_row_count_both_paths(served_by_cpp, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_masked_rows_are_exact_zeros_even_over_nan_padding(served_by_cpp, dtype):
-    counts = [4, 0, 1, 3, 65]
-    G, Mmax, K, N = len(counts), 65, 33, 9
+    counts = [4, 0, 1, 3, 257]
+    G, Mmax, K, N = len(counts), 257, 33, 9
     x = torch.randn(G, Mmax, K).to(dtype)
     for g, c in enumerate(counts):
         x[g, c:] = float("nan")

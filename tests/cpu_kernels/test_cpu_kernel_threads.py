@@ -59,8 +59,8 @@ def mhc_post_args():
 
 
 def grouped_gemm_masked_args():
-    counts = [3, 0, 16, 65, 1] * 3  # small-M work items (group, weight-row block) and ATen mm groups
-    return (torch.randn(len(counts), 65, 70), torch.randn(len(counts), 131, 70),
+    counts = [3, 0, 16, 257, 1] * 2  # small-M work items (group, weight-row block) and ATen mm groups
+    return (torch.randn(len(counts), 257, 70), torch.randn(len(counts), 131, 70),
             torch.tensor(counts, dtype=torch.int32))
 
 
