@@ -27,7 +27,9 @@ inline float lane_sum(__m512 v) {
   return _mm512_cvtss_f32(v);
 }
 
-template <typename V, int R, int C>
+// y tile [R, C] at (m, n); `Prefetch`: also pull the next tile's weight rows into L2 (done by the first row
+// tile only: the others find the rows in cache and would spend load slots on it).
+template <typename V, int R, int C, bool Prefetch>
 inline void tile(const SmallM<typename V::T>& p, int64_t m, int64_t n) {
   using T = typename V::T;
   const T* x = p.x + m * p.ldx;
@@ -39,10 +41,10 @@ inline void tile(const SmallM<typename V::T>& p, int64_t m, int64_t n) {
   for (; k + V::kStep <= p.K; k += V::kStep) {
     typename V::Vec wv[C];
     for (int c = 0; c < C; ++c) {
-      // The next tile's weight rows into L2, one line per row and step: each tile's rows then start
-      // warm instead of waiting for the hardware prefetcher to pick up four new streams (the address
-      // may lie past the end of w: prefetches never fault).
-      _mm_prefetch(reinterpret_cast<const char*>(w + (C + c) * p.K + k), _MM_HINT_T1);
+      // One line per row and step: the next tile's rows then start warm instead of waiting for the
+      // hardware prefetcher to pick up C new streams (the address may lie past the end of w:
+      // prefetches never fault).
+      if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + (C + c) * p.K + k), _MM_HINT_T1);
       wv[c] = V::load(w + c * p.K + k);
     }
     for (int r = 0; r < R; ++r) {
@@ -66,11 +68,15 @@ inline void tile(const SmallM<typename V::T>& p, int64_t m, int64_t n) {
 template <typename V, int C>
 inline void row_tiles(const SmallM<typename V::T>& p, int64_t n) {
   int64_t m = 0;
-  for (; m + kTileRows <= p.M; m += kTileRows) tile<V, kTileRows, C>(p, m, n);
+  if (p.M >= kTileRows) {
+    tile<V, kTileRows, C, true>(p, 0, n);
+    for (m = kTileRows; m + kTileRows <= p.M; m += kTileRows) tile<V, kTileRows, C, false>(p, m, n);
+  }
+  const bool first = m == 0;
   switch (p.M - m) {
-    case 3: return tile<V, 3, C>(p, m, n);
-    case 2: return tile<V, 2, C>(p, m, n);
-    case 1: return tile<V, 1, C>(p, m, n);
+    case 3: return first ? tile<V, 3, C, true>(p, m, n) : tile<V, 3, C, false>(p, m, n);
+    case 2: return first ? tile<V, 2, C, true>(p, m, n) : tile<V, 2, C, false>(p, m, n);
+    case 1: return first ? tile<V, 1, C, true>(p, m, n) : tile<V, 1, C, false>(p, m, n);
     default: return;
   }
 }
