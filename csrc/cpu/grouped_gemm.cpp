@@ -2,8 +2,8 @@
 // torch-free small-M kernel (csrc/kernels/small_m_gemm.h), which streams each weight once, split over
 // (group, block of weight rows) work items so that all threads share the weight stream; empty groups
 // cost nothing.
-// Larger groups get one ATen mm (MKL/oneDNN, the fastest there) written straight into the output slice,
-// so there is no padding and no copy of x or w. Non-contiguous x or w are made contiguous first.
+// Larger groups get one ATen mm (MKL/oneDNN) written straight into the output slice, so there is no
+// padding and no copy of x or w. Non-contiguous x or w are made contiguous first.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -34,8 +34,8 @@ KernelEntry& contiguous_entry = describe_kernel(
     "threads over (group, weight-row block)); larger groups one ATen mm_out each into output slices");
 KernelEntry& masked_entry = describe_kernel(
     "grouped_gemm_masked",
-    "C++: groups of <= 256 (fp32) / 8 rows (counts) in the small-M kernel (weights streamed once, AVX-512 / AVX512-BF16, "
-    "threads over (group, weight-row block)); larger groups one ATen mm_out each");
+    "C++: groups of <= 256 (fp32) / 8 rows (counts) in the small-M kernel (weights streamed once, AVX-512 / "
+    "AVX512-BF16, threads over (group, weight-row block)); larger groups one ATen mm_out each");
 
 void check_operands(const char* op, const at::Tensor& x, const at::Tensor& w, int64_t x_rank) {
   check_rank(op, "x", x, x_rank);
@@ -87,7 +87,8 @@ void run_slices(const std::vector<Slice>& slices, const at::Tensor& x2, const at
       for (int64_t i = i0; i < i1; ++i) {
         const Slice& s = small[i / blocks];
         const int64_t n0 = (i % blocks) * kColsPerItem, n = std::min(kColsPerItem, N - n0);
-        v4k::gemm::small_m_gemm<T>({x + s.row * K, K, s.rows, wp + (s.group * N + n0) * K, n, K, y + s.row * N + n0, N});
+        v4k::gemm::small_m_gemm<T>(
+            {x + s.row * K, K, s.rows, wp + (s.group * N + n0) * K, n, K, y + s.row * N + n0, N});
       }
     });
   });

@@ -1,7 +1,7 @@
 // Torch-free GEMM for groups of few rows (MoE decode): y [M, N] = x [M, K] @ w [N, K].T, streaming each
 // weight row from memory once. A register tile takes kTileCols weight rows against up to kTileRows rows
 // of x, so every loaded weight vector feeds several accumulators; rows of x past kTileRows are further
-// tiles over the same weight rows, which are then still in L1. Sums are fp32 (fp64 for double) and
+// tiles over the same weight rows, which are then still in cache. Sums are fp32 (fp64 for double) and
 // rounded once to T, as a GEMM in T with fp32 accumulation.
 //
 // Bodies: AVX-512 (fp32 FMA; bf16 with vdpbf16ps when the CPU has AVX512-BF16, else widened to fp32 FMA)

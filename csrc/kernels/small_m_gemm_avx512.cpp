@@ -29,7 +29,9 @@ struct Bf16Widened {
   static constexpr int64_t kStep = 16;
   static Vec widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
   static Vec load(const bf16* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-  static Vec load_tail(const bf16* p, int64_t n) { return widen(_mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), p)); }
+  static Vec load_tail(const bf16* p, int64_t n) {
+    return widen(_mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), p));
+  }
   static __m512 madd(__m512 acc, Vec a, Vec b) { return _mm512_fmadd_ps(a, b, acc); }
 };
 
