@@ -18,6 +18,7 @@
 #include "kernels/moe_gemm.h"
 #include "kernels/moe_quant.h"
 #include "kernels/moe_routing.h"
+#include "kernels/small_m_gemm.h"
 #include "kernels/moe_swiglu.h"
 
 namespace v4_ascend::cpu {
@@ -26,7 +27,8 @@ namespace {
 KernelEntry& moe_ffn_entry = describe_kernel(
     "moe_ffn",
     "C++ fused route + counting-sort dispatch + clamped SwiGLU; per selected expert (in parallel): ATen mm_out "
-    "on row slices, or for <= 8 rows direct dot products (FP8/FP4 dequantised row by row on the way)");
+    "on row slices, or for <= 8 rows the small-M GEMM (float weights) / direct dot products (FP8/FP4 dequantised "
+    "row by row on the way)");
 
 constexpr const char* kOp = "moe_ffn";
 constexpr const char* kRouteOp = "moe_route";
@@ -148,19 +150,20 @@ struct Projection {
     return out;
   }
 
-  // out [R, N] = a [R, K] @ W_e.T in dtype `gemm`. Few rows (decode) go through dot products over the
-  // weight rows: a quantised expert is dequantised row by row on the way, reading its codes once, and a
-  // small float one skips the per-call cost of a BLAS call. Otherwise one ATen mm.
+  // out [R, N] = a [R, K] @ W_e.T in dtype `gemm`. Few rows (decode) skip ATen mm: a float expert goes
+  // through the small-M GEMM shared with grouped_gemm (each weight row streamed once), a quantised one is
+  // dequantised row by row on the way, reading its codes once. Otherwise one ATen mm.
   void gemm(int64_t e, const at::Tensor& a, at::Tensor& out, at::ScalarType gemm) const {
-    constexpr int64_t kFewRows = 8, kSmallFloat = int64_t{1} << 16;
-    const bool direct_float = format == Format::kFloat && w.scalar_type() == gemm && N * K <= kSmallFloat;
+    constexpr int64_t kFewRows = 8;
+    const bool direct_float = format == Format::kFloat && w.scalar_type() == gemm;
     if (a.size(0) > kFewRows || !(quantised() || direct_float)) {
       at::mm_out(out, a, operand(e, gemm).t());
     } else if (direct_float) {
       with_core_type(gemm, [&](auto* tag) {
         using T = std::remove_pointer_t<decltype(tag)>;
         const T* we = static_cast<const T*>(w.data_ptr()) + e * N * K;
-        v4k::moe::small_gemm(static_cast<const T*>(a.data_ptr()), a.size(0), we, N, K, static_cast<T*>(out.data_ptr()));
+        v4k::gemm::small_m_gemm<T>({static_cast<const T*>(a.data_ptr()), K, a.size(0), we, N, K,
+                                    static_cast<T*>(out.data_ptr()), N});
       });
     } else {
       std::vector<float> tmp;

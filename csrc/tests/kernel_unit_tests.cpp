@@ -1,14 +1,19 @@
-// Unit tests of the torch-free kernel cores that need no tensor library: scalar conversions and codes.
+// Unit tests of the torch-free kernel cores that need no tensor library: scalar conversions and codes,
+// and every ISA body of the small-M GEMM this CPU can run (the Python tests reach only the dispatched one).
 // Numerics of whole kernels are tested from Python against the references.
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/dtypes.h"
 #include "kernels/isa.h"
 #include "kernels/quant.h"
+#include "kernels/small_m_gemm.h"
 
 namespace {
 
@@ -93,6 +98,58 @@ void isa_override_only_lowers() {
          "an unknown name throws naming the variable");
 }
 
+// y = x @ w.T of one body against fp64 sums of the same (already rounded) inputs, for shapes that reach
+// every row tile (M 1..9), the leftover weight rows (N 7) and a K tail of every length class (K 1..70).
+template <typename T>
+void small_m_gemm_matches_fp64(void (*body)(v4k::gemm::SmallM<T>), const char* name, double tol) {
+  std::mt19937 gen(7);
+  std::normal_distribution<float> normal;
+  bool ok = true;
+  for (int64_t M : {1, 2, 3, 4, 5, 8, 9}) {
+    for (int64_t K : {1, 15, 16, 17, 33, 64, 70}) {
+      const int64_t N = 7, ldx = K + 3, ldy = N + 2;  // padded rows: strides are honoured
+      std::vector<T> x(M * ldx), w(N * K), y(M * ldy, v4k::narrow<T>(-1.0));
+      for (auto& v : x) v = v4k::narrow<T>(double(normal(gen)));
+      for (auto& v : w) v = v4k::narrow<T>(double(normal(gen)));
+      body({x.data(), ldx, M, w.data(), N, K, y.data(), ldy});
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t n = 0; n < N; ++n) {
+          double want = 0, scale = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            const double p = v4k::widen<double>(x[m * ldx + k]) * v4k::widen<double>(w[n * K + k]);
+            want += p;
+            scale += std::fabs(p);
+          }
+          ok = ok && std::fabs(v4k::widen<double>(y[m * ldy + n]) - want) <= tol * (scale + 1.0);
+        }
+        ok = ok && v4k::widen<double>(y[m * ldy + N]) == -1.0;  // padding between rows untouched
+      }
+    }
+  }
+  expect(ok, (std::string("small-M GEMM body ") + name + " matches fp64 sums").c_str());
+}
+
+void small_m_gemm_bodies() {
+  using v4k::bf16;
+  namespace g = v4k::gemm;
+  // fp32: fp32 rounding of sums of <= 70 terms; bf16: one bf16 rounding of the output (2^-8 relative).
+  small_m_gemm_matches_fp64<float>(g::portable::run_baseline<float>, "baseline fp32", 1e-5);
+  small_m_gemm_matches_fp64<bf16>(g::portable::run_baseline<bf16>, "baseline bf16", 8e-3);
+  small_m_gemm_matches_fp64<double>(g::portable::run_baseline<double>, "baseline fp64", 1e-12);
+  small_m_gemm_matches_fp64<float>(g::small_m_gemm<float>, "dispatched fp32", 1e-5);
+  small_m_gemm_matches_fp64<bf16>(g::small_m_gemm<bf16>, "dispatched bf16", 8e-3);
+  if (v4k::isa() != v4k::Isa::baseline) {
+    small_m_gemm_matches_fp64<float>(g::portable::run_avx2<float>, "avx2 fp32", 1e-5);
+    small_m_gemm_matches_fp64<bf16>(g::portable::run_avx2<bf16>, "avx2 bf16", 8e-3);
+  }
+  if (v4k::isa() == v4k::Isa::avx512) {
+    small_m_gemm_matches_fp64<float>(g::portable::run_avx512<float>, "portable avx512 fp32", 1e-5);
+    small_m_gemm_matches_fp64<float>(g::avx512::run_f32, "avx512 fp32", 1e-5);
+    small_m_gemm_matches_fp64<bf16>(g::avx512::run_bf16_widened, "avx512 bf16 widened", 8e-3);
+  }
+  if (v4k::has_avx512_bf16()) small_m_gemm_matches_fp64<bf16>(g::avx512::run_bf16_dot, "avx512-bf16 dot", 8e-3);
+}
+
 }  // namespace
 
 int main() {
@@ -101,6 +158,7 @@ int main() {
   widen_and_narrow_keep_doubles_exact();
   e4m3_codes_round_trip();
   e2m1_codes_round_to_nearest_even();
+  small_m_gemm_bodies();
   std::printf("%s\n", failures ? "kernel unit tests FAILED" : "kernel unit tests passed");
   return failures ? 1 : 0;
 }

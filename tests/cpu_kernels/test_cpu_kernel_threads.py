@@ -58,6 +58,18 @@ def mhc_post_args():
     return (torch.randn(T, D), torch.randn(T, n, D), torch.rand(T, n), torch.softmax(torch.randn(T, n, n), -1))
 
 
+def grouped_gemm_masked_args():
+    counts = [3, 0, 16, 257, 1] * 2  # small-M work items (group, weight-row block) and ATen mm groups
+    return (torch.randn(len(counts), 257, 70), torch.randn(len(counts), 131, 70),
+            torch.tensor(counts, dtype=torch.int32))
+
+
+def grouped_gemm_args():
+    counts = [2, 0, 40, 5, 8] * 3
+    return (torch.randn(sum(counts), 37).bfloat16(), torch.randn(len(counts), 131, 37).bfloat16(),
+            torch.tensor(counts, dtype=torch.int32).cumsum(0, dtype=torch.int32))
+
+
 def moe_route_args():
     return (3 * torch.randn(300, 64), 6, 1.5, 0.1 * torch.randn(64))
 
@@ -70,6 +82,8 @@ CASES = {
     "mhc_pre": mhc_pre_args,
     "mhc_post": mhc_post_args,
     "moe_route": moe_route_args,
+    "grouped_gemm_masked": grouped_gemm_masked_args,
+    "grouped_gemm": grouped_gemm_args,
 }
 
 
