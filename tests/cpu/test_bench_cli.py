@@ -72,11 +72,19 @@ NEW_OPS = ("kv_compress", "indexer_topk", "engram_lookup", "mhc_pre", "mhc_post"
 
 def test_quick_bench_of_the_other_ops_runs_and_reports_each(tmp_path, capsys):
     out = tmp_path / "bench.jsonl"
-    status = main(["bench", "--quick", *(arg for op in NEW_OPS for arg in ("--op", op)), "--json", str(out)])
+    markdown = tmp_path / "tables.md"
+    status = main(["bench", "--quick", *(arg for op in NEW_OPS for arg in ("--op", op)), "--json", str(out),
+                   "--markdown", str(markdown)])
     printed = capsys.readouterr().out
     assert status == 0, printed
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["op"] for r in records} == set(NEW_OPS)
+    tables = markdown.read_text()
+    for op in NEW_OPS:  # one Markdown table per op, each with its rows and its geomean
+        assert f"#### {op} (served by: cpu)" in tables
+    assert tables.count("**geomean**") == len(NEW_OPS)
+    assert sum(line.startswith("| ") and "geomean" not in line for line in tables.splitlines()) == \
+        len(records) + len(NEW_OPS)  # rows + one header line per table
     for record in records:
         assert record["ratio"] > 0 and len(record["kernel_s"]["all"]) >= 5
         rated = record["gbps"] or record["gflops"]

@@ -278,36 +278,73 @@ def _finite(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def render(rows: list[Row], ceilings: Ceilings, console: Console) -> None:
-    """One table per op, each closed by the geometric mean of its speedups."""
+def _by_op(rows: list[Row]) -> dict[str, list[Row]]:
     by_op: dict[str, list[Row]] = {}
     for row in rows:
         by_op.setdefault(row.case.op, []).append(row)
-    for op, op_rows in by_op.items():
+    return by_op
+
+
+def _columns(roofline: bool) -> list[str]:
+    """Table columns; `roofline`: a device with a published peak adds one."""
+    return ["case", "dtype", "kernel ms min / med", "baseline", "baseline ms min / med", "kernel rate", "% ceil.",
+            "baseline % ceil.", *(["kernel % of published peak"] if roofline else []), "peak MB kernel / baseline",
+            "speedup"]
+
+
+def _cells(row: Row, roofline: bool) -> list[str]:
+    unit = "GB/s" if row.case.bound == "copy" else "GFLOP/s"
+    published = [_or_na(100 * row.fraction_of_published(row.kernel), "{:.0f} %")] if roofline else []
+    return [row.case.name, dtype_name(row.case.dtype), f"{row.kernel.min * 1e3:.3f} / {row.kernel.median * 1e3:.3f}",
+            row.baseline, f"{row.reference.min * 1e3:.3f} / {row.reference.median * 1e3:.3f}",
+            _or_na(row.rate(row.kernel), f"{{:.1f}} {unit}"), _or_na(100 * row.fraction(row.kernel), "{:.0f} %"),
+            _or_na(100 * row.fraction(row.reference), "{:.0f} %"), *published,
+            f"{megabytes(row.kernel_peak)} / {megabytes(row.reference_peak)}", f"{row.speedup:.2f}x"]
+
+
+def _notes(op_rows: list[Row]) -> dict[str, str]:
+    return {r.case.name: f"{r.case.shape}{'; ' + r.note if r.note else ''}" for r in op_rows}
+
+
+def render(rows: list[Row], ceilings: Ceilings, console: Console) -> None:
+    """One table per op, each closed by the geometric mean of its speedups."""
+    roofline = any(r.published for r in rows)
+    columns = _columns(roofline)
+    for op, op_rows in _by_op(rows).items():
         served = ", ".join(dict.fromkeys(r.backend for r in op_rows))
         table = Table(title=f"{op} (served by: {served})", show_lines=False)
-        roofline = any(r.published for r in rows)  # a device with a published peak: one more column
-        columns = ["case", "dtype", "kernel ms min / med", "baseline", "baseline ms min / med", "kernel rate",
-                   "% ceil.", "baseline % ceil.", *(["kernel % of published peak"] if roofline else []),
-                   "peak MB kernel / baseline", "speedup"]
         for column in columns:
             table.add_column(column, justify="left" if column in ("case", "dtype", "baseline") else "right")
         for row in op_rows:
-            unit = "GB/s" if row.case.bound == "copy" else "GFLOP/s"
-            published = [_or_na(100 * row.fraction_of_published(row.kernel), "{:.0f} %")] if roofline else []
-            table.add_row(row.case.name, dtype_name(row.case.dtype),
-                          f"{row.kernel.min * 1e3:.3f} / {row.kernel.median * 1e3:.3f}", row.baseline,
-                          f"{row.reference.min * 1e3:.3f} / {row.reference.median * 1e3:.3f}",
-                          _or_na(row.rate(row.kernel), f"{{:.1f}} {unit}"),
-                          _or_na(100 * row.fraction(row.kernel), "{:.0f} %"),
-                          _or_na(100 * row.fraction(row.reference), "{:.0f} %"), *published,
-                          f"{megabytes(row.kernel_peak)} / {megabytes(row.reference_peak)}", f"{row.speedup:.2f}x")
+            table.add_row(*_cells(row, roofline))
         table.add_row("geomean", *[""] * (len(columns) - 2), f"{geomean(r.speedup for r in op_rows):.2f}x",
                       style="bold")
         console.print(table)
-        notes = {r.case.name: f"{r.case.shape}{'; ' + r.note if r.note else ''}" for r in op_rows}
-        for name, note in notes.items():
+        for name, note in _notes(op_rows).items():
             console.print(f"  [dim]{name}: {note}[/dim]")
+
+
+def write_markdown(rows: list[Row], path: str, meta: dict) -> str:
+    """The tables of `render` as GitHub Markdown (for benchmarks/README.md); returns what happened."""
+    try:
+        from tabulate import tabulate
+    except ImportError:
+        return f"no Markdown written to {path}: tabulate is not installed (pip install tabulate)"
+    roofline = any(r.published for r in rows)
+    columns = _columns(roofline)
+    ceilings = meta["ceilings"]
+    gemm = ", ".join(f"{k} {v:.0f}" for k, v in ceilings["gemm_gflops"].items())
+    parts = [f"{meta['cpu']}, torch {meta['torch']}, {meta['device']}, {meta['threads']} thread(s), {meta['clock']} "
+             f"clock; ceilings used: `mm` GFLOP/s {gemm}; copy {ceilings['copy_gbps']:.1f} GB/s\n"]
+    for op, op_rows in _by_op(rows).items():
+        served = ", ".join(dict.fromkeys(r.backend for r in op_rows))
+        body = [_cells(row, roofline) for row in op_rows]
+        body.append(["**geomean**", *[""] * (len(columns) - 2), f"**{geomean(r.speedup for r in op_rows):.2f}x**"])
+        notes = "\n".join(f"- `{name}`: {note}" for name, note in _notes(op_rows).items())
+        parts.append(f"#### {op} (served by: {served})\n\n{tabulate(body, columns, tablefmt='github')}\n\n{notes}\n")
+    with open(path, "w") as out:
+        out.write("\n".join(parts))
+    return f"Markdown tables written to {path}"
 
 
 def cpu_model() -> str:

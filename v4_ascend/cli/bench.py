@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 7, --quick 5; min 5)")
     parser.add_argument("--json", metavar="PATH", help="write one JSON object per row to PATH (JSON lines)")
+    parser.add_argument("--markdown", metavar="PATH",
+                        help="write the tables as GitHub Markdown to PATH (needs tabulate: the [bench] extra)")
     parser.add_argument("--plot", metavar="PATH",
                         help="write a PNG of the speedups to PATH (needs matplotlib: the [bench] extra)")
     parser.add_argument("--clock", choices=sorted(harness.CLOCKS), default="wall",
@@ -65,6 +67,8 @@ def run(args) -> int:
     if args.json:
         harness.write_json(rows, args.json, meta)
         console.print(f"JSON lines written to {args.json}")
+    if args.markdown:
+        console.print(harness.write_markdown(rows, args.markdown, meta))
     if args.plot:
         console.print(harness.plot(rows, args.plot))
     return 0
