@@ -8,6 +8,7 @@
 #include <atomic>
 
 #include "cpu/engram.h"
+#include "cpu/fresh_output.h"
 #include "cpu/registry.h"
 #include "kernels/engram_hash_lookup.h"
 
@@ -47,7 +48,7 @@ at::Tensor engram_hash_lookup(const at::Tensor& ids, const at::Tensor& multiplie
   const v4k::EngramHashLayout layout{in.multipliers.data_ptr<int64_t>(), reciprocals.data(),
                                      in.offsets.data_ptr<int64_t>(), in.shape, pad_id};
 
-  auto out = at::empty({in.batch, S, columns * E}, table.options().dtype(out_type));
+  auto out = empty_output({in.batch, S, columns * E}, table.options().dtype(out_type));
   std::atomic<bool> out_of_range{false};
   const int64_t* id = in.ids.data_ptr<int64_t>();
   engram::with_row_source(table.contiguous(), scale ? scale->contiguous() : at::Tensor(), out,

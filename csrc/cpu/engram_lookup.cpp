@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "cpu/engram.h"
+#include "cpu/fresh_output.h"
 #include "cpu/registry.h"
 
 namespace v4_ascend::cpu {
@@ -39,7 +40,7 @@ at::Tensor engram_lookup(const at::Tensor& table, const at::Tensor& rows, const 
 
   auto shape = rows.sizes().vec();
   shape.back() *= E;
-  auto out = at::empty(shape, table.options().dtype(out_type));
+  auto out = empty_output(shape, table.options().dtype(out_type));
   const int64_t* row = flat.data_ptr<int64_t>();
   engram::with_row_source(table.contiguous(), scale ? scale->contiguous() : at::Tensor(), out,
                           [&](const auto& source, auto* dst) {
