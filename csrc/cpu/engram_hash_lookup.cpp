@@ -16,7 +16,7 @@ namespace v4_ascend::cpu {
 namespace {
 
 KernelEntry& entry = describe_kernel(
-    "engram_hash_lookup", "C++ one pass per token: hash (reciprocal modulo), prefetch the rows 2 tokens ahead, "
+    "engram_hash_lookup", "C++ one pass per token: hash (reciprocal modulo), prefetch 16 rows ahead, "
     "gather + FP8 e4m3 x UE8M0/fp32 dequantisation");
 
 // Tokens per task: a V4.1 token gathers 24 rows (12 KiB of bf16), so 16 tokens amortise a task's start.
