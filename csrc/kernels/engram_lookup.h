@@ -67,7 +67,6 @@ inline Out convert(In x) {
 struct Fp8Scales {
   const uint8_t* ue8m0 = nullptr;
   const float* fp32 = nullptr;
-  float at(int64_t i) const { return ue8m0 ? ue8m0_values()[ue8m0[i]] : fp32[i]; }
 };
 
 // The empty volatile asm keeps the loop: GCC 12 deleted a loop of nothing but prefetches over a run-time
