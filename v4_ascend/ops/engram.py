@@ -150,7 +150,8 @@ def engram_hash_lookup(
     the same order (``history`` of the hash, ``scale`` and ``out_dtype`` of the lookup). Fast kernels do it
     in one pass per token (hash the columns, prefetch the rows of tokens ahead, gather + dequantise) with no
     intermediate row tensor; like :func:`engram_lookup` they read only the hashed rows, so ``table`` and
-    ``scale`` may be memory-mapped from a file larger than RAM.
+    ``scale`` may be memory-mapped from a file larger than RAM. Non-contiguous inputs are accepted; the
+    CPU kernel copies them first (pass a contiguous table: a strided one is copied whole on every call).
 
     Args:
         ids: ``[B, S]`` int64 compressed token ids, >= 0.
