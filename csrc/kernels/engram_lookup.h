@@ -1,7 +1,8 @@
 // Torch-free Engram table lookup (v4_math.md §5): gathers table rows (-1 = a row of zeros) and converts
 // them to the output type, dequantising FP8 e4m3 rows as fp32(q) * scale[r, c / 32] in fp32 on the way.
 // Rows are read only where the index points, so the table may be memory-mapped; the rows a few steps
-// ahead are prefetched, because a random-row gather is bound by memory latency, not bandwidth.
+// ahead are prefetched, because a random-row gather is bound by memory latency, not bandwidth. The row
+// sources and gather_row are shared with the fused hash + lookup (engram_hash_lookup.h).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -66,12 +67,16 @@ inline Out convert(In x) {
 struct Fp8Scales {
   const uint8_t* ue8m0 = nullptr;
   const float* fp32 = nullptr;
-  float at(int64_t i) const { return ue8m0 ? ue8m0_values()[ue8m0[i]] : fp32[i]; }
 };
 
+// The empty volatile asm keeps the loop: GCC 12 deleted a loop of nothing but prefetches over a run-time
+// byte count (as side-effect free, under C++'s -ffinite-loops), which silently turned off the FP8 prefetch.
 inline void prefetch_row(const void* row, int64_t bytes) {
   const char* p = static_cast<const char*>(row);
-  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 0);
+  for (int64_t b = 0; b < bytes; b += 64) {
+    __builtin_prefetch(p + b, 0, 0);
+    asm volatile("");
+  }
 }
 
 // Index of the first row in [begin, end) outside [-1, R), or -1 when all are valid.
@@ -81,21 +86,13 @@ inline int64_t engram_first_bad_row(const int64_t* rows, int64_t begin, int64_t 
   return -1;
 }
 
-// out[i, :] = table[rows[i], :] converted to Out, for i in [begin, end); rows must be in [-1, R).
+// One value converted per channel; the compiler vectorises the loop for the float formats.
 template <typename In, typename Out>
-void engram_gather(const In* table, int64_t E, const int64_t* rows, int64_t begin, int64_t end, Out* out) {
-  for (int64_t i = begin; i < end; ++i) {
-    if (i + kPrefetchRows < end && rows[i + kPrefetchRows] >= 0)
-      prefetch_row(table + rows[i + kPrefetchRows] * E, E * static_cast<int64_t>(sizeof(In)));
-    Out* dst = out + i * E;
-    if (rows[i] < 0) {
-      std::memset(static_cast<void*>(dst), 0, E * sizeof(Out));
-    } else if constexpr (std::is_same_v<In, Out>) {
-      std::memcpy(dst, table + rows[i] * E, E * sizeof(Out));
-    } else {
-      const In* src = table + rows[i] * E;
-      for (int64_t c = 0; c < E; ++c) dst[c] = convert<Out>(src[c]);
-    }
+inline void convert_row(const In* src, int64_t E, Out* dst) {
+  if constexpr (std::is_same_v<In, Out>) {
+    std::memcpy(dst, src, E * sizeof(Out));
+  } else {
+    for (int64_t c = 0; c < E; ++c) dst[c] = convert<Out>(src[c]);
   }
 }
 
@@ -116,28 +113,59 @@ V4K_DEQUANT(bf16)
 V4K_DEQUANT(_Float16)
 #undef V4K_DEQUANT
 
-// FP8 e4m3 rows dequantised as fp32(q) * scale (one fp32 product, as the reference) and converted to Out.
+// Row sources of the gathers: prefetch(r) starts loading row r, copy(r, dst) writes row r (r >= 0)
+// converted to Out. One object per thread (the FP8 source keeps a scratch row of scales).
+template <typename In, typename Out>
+struct FloatTableRows {
+  const In* table;
+  int64_t E;
+
+  void prefetch(int64_t r) const { prefetch_row(table + r * E, E * static_cast<int64_t>(sizeof(In))); }
+  void copy(int64_t r, Out* dst) const { convert_row(table + r * E, E, dst); }
+};
+
+// FP8 e4m3 rows dequantised as fp32(q) * scale[r, c / 32] (one fp32 product, as the reference).
 template <typename Out>
-void engram_gather_fp8(const uint8_t* table, const Fp8Scales& scales, int64_t E, const int64_t* rows, int64_t begin,
-                       int64_t end, Out* out) {
-  const int64_t blocks = E / kFp8Block;
-  const int64_t scale_bytes = blocks * (scales.ue8m0 ? 1 : static_cast<int64_t>(sizeof(float)));
-  std::vector<float> scale(blocks);
+struct Fp8TableRows {
+  Fp8TableRows(const uint8_t* table, const Fp8Scales& scales, int64_t E)
+      : table(table), scales(scales), E(E), blocks(E / kFp8Block), ue8m0_scratch(scales.ue8m0 ? blocks : 0) {}
+
+  void prefetch(int64_t r) const {
+    prefetch_row(table + r * E, E);
+    if (scales.ue8m0)
+      prefetch_row(scales.ue8m0 + r * blocks, blocks);
+    else
+      prefetch_row(scales.fp32 + r * blocks, blocks * static_cast<int64_t>(sizeof(float)));
+  }
+
+  void copy(int64_t r, Out* dst) {
+    const float* scale = scales.fp32 ? scales.fp32 + r * blocks : ue8m0_scratch.data();
+    if (scales.ue8m0)
+      for (int64_t b = 0; b < blocks; ++b) ue8m0_scratch[b] = ue8m0_values()[scales.ue8m0[r * blocks + b]];
+    dequant_row(table + r * E, scale, blocks, dst);
+  }
+
+  const uint8_t* table;
+  Fp8Scales scales;
+  int64_t E, blocks;
+  std::vector<float> ue8m0_scratch;
+};
+
+// Row r of a gather, or zeros for r < 0 (-1 = no row).
+template <typename Rows, typename Out>
+inline void gather_row(Rows& source, int64_t r, int64_t E, Out* dst) {
+  if (r < 0)
+    std::memset(static_cast<void*>(dst), 0, E * sizeof(Out));
+  else
+    source.copy(r, dst);
+}
+
+// out[i, :] = row rows[i] of `source`, for i in [begin, end); rows must be in [-1, R).
+template <typename Rows, typename Out>
+void engram_gather(Rows& source, int64_t E, const int64_t* rows, int64_t begin, int64_t end, Out* out) {
   for (int64_t i = begin; i < end; ++i) {
-    const int64_t ahead = i + kPrefetchRows < end ? rows[i + kPrefetchRows] : -1;
-    if (ahead >= 0) {
-      prefetch_row(table + ahead * E, E);
-      prefetch_row(scales.ue8m0 ? static_cast<const void*>(scales.ue8m0 + ahead * blocks)
-                                : static_cast<const void*>(scales.fp32 + ahead * blocks),
-                   scale_bytes);
-    }
-    Out* dst = out + i * E;
-    if (rows[i] < 0) {
-      std::memset(static_cast<void*>(dst), 0, E * sizeof(Out));
-      continue;
-    }
-    for (int64_t b = 0; b < blocks; ++b) scale[b] = scales.at(rows[i] * blocks + b);
-    dequant_row(table + rows[i] * E, scale.data(), blocks, dst);
+    if (i + kPrefetchRows < end && rows[i + kPrefetchRows] >= 0) source.prefetch(rows[i + kPrefetchRows]);
+    gather_row(source, rows[i], E, out + i * E);
   }
 }
 

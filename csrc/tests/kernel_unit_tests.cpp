@@ -5,12 +5,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "kernels/dtypes.h"
+#include "kernels/engram_hash.h"
+#include "kernels/engram_hash_lookup.h"
 #include "kernels/isa.h"
 #include "kernels/quant.h"
 #include "kernels/small_m_gemm.h"
@@ -150,10 +153,56 @@ void small_m_gemm_bodies() {
   if (v4k::has_avx512_bf16()) small_m_gemm_matches_fp64<bf16>(g::avx512::run_bf16_dot, "avx512-bf16 dot", 8e-3);
 }
 
+// The reciprocal modulo equals the divide (with the sign of m) for every modulus size and sign of a.
+void floor_modulus_equals_the_divide() {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min(), kMax = std::numeric_limits<int64_t>::max();
+  std::mt19937_64 random(7);
+  std::vector<int64_t> moduli = {1, 2, 3, 5, 7, 64, 99'991, 1 << 30, (int64_t{1} << 62) + 1, kMax - 1, kMax};
+  for (int bits = 1; bits < 63; ++bits) moduli.push_back(static_cast<int64_t>(random() >> (64 - bits)) | 1);
+  bool all = true;
+  for (const int64_t m : moduli) {
+    const v4k::FloorModulus mod(m);
+    std::vector<int64_t> values = {0, 1, -1, m - 1, m, m + 1, -m, -m - 1, -m + 1, kMin, kMax, kMin + 1};
+    for (int i = 0; i < 2000; ++i) values.push_back(static_cast<int64_t>(random()));
+    for (const int64_t a : values) {
+      const int64_t r = a % m;
+      all = all && mod(a) == (r < 0 ? r + m : r);
+    }
+  }
+  expect(all, "FloorModulus(m)(a) == a mod m (floor) for every tested m, a");
+}
+
+// The fused pass gathers exactly the rows engram_hash_sequence computes, across the prefetch ring, and
+// stops at a row outside [-1, R).
+void fused_hash_lookup_gathers_the_hashed_rows() {
+  const int64_t S = 7, E = 3, R = 20;
+  const int64_t ids[S] = {4, 9, 2, 2, 11, 0, 5}, history[2] = {3, 1}, multipliers[3] = {7, -5, 3};
+  const int64_t moduli_values[4] = {5, 3, 7, 2}, offsets[4] = {0, 5, 8, -1};  // rows in [-1, 15)
+  const auto moduli = v4k::floor_moduli(moduli_values, 4);
+  const v4k::EngramHashShape shape{S, 3, 2};
+  std::vector<float> table(R * E);
+  for (int64_t i = 0; i < R * E; ++i) table[i] = static_cast<float>(i);
+  std::vector<int64_t> rows(S * 4);
+  v4k::engram_hash_sequence(ids, history, 0, multipliers, moduli.data(), offsets, shape, 0, S, rows.data());
+  const v4k::EngramHashLayout layout{multipliers, moduli.data(), offsets, shape, 0};
+  v4k::FloatTableRows<float, float> source{table.data(), E};
+  std::vector<float> out(S * 4 * E, -1.0f);
+  expect(v4k::engram_hash_lookup_sequence(ids, history, layout, source, R, E, 0, S, out.data()),
+         "rows in range are accepted");
+  bool all = true;
+  for (int64_t i = 0; i < S * 4; ++i)
+    for (int64_t c = 0; c < E; ++c) all = all && out[i * E + c] == (rows[i] < 0 ? 0.0f : table[rows[i] * E + c]);
+  expect(all, "fused output == the rows of engram_hash_sequence gathered");
+  expect(!v4k::engram_hash_lookup_sequence(ids, history, layout, source, 10, E, 0, S, out.data()),
+         "a row >= R is refused");
+}
+
 }  // namespace
 
 int main() {
   isa_override_only_lowers();
+  fused_hash_lookup_gathers_the_hashed_rows();
+  floor_modulus_equals_the_divide();
   bf16_rounds_to_nearest_even();
   widen_and_narrow_keep_doubles_exact();
   e4m3_codes_round_trip();

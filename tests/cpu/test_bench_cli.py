@@ -61,13 +61,14 @@ def test_every_case_names_a_production_or_small_shape_and_a_baseline():
     assert len(names) == len(set(names))
     assert {case.op for case in bench.cases()} == {
         "sparse_attn", "grouped_gemm", "grouped_gemm_masked", "kv_compress", "indexer_topk", "engram_lookup",
-        "mhc_pre", "mhc_post", "moe_route", "dispatch_overhead", "model_decode"}
+        "engram_hash_lookup", "mhc_pre", "mhc_post", "moe_route", "dispatch_overhead", "model_decode"}
     assert bench.cases(quick=True) and set(bench.cases(quick=True)) < set(bench.cases())
     # every op keeps a --quick case, so that each one is smoke-tested
     assert {case.op for case in bench.cases(quick=True)} == {case.op for case in bench.cases()}
 
 
-NEW_OPS = ("kv_compress", "indexer_topk", "engram_lookup", "mhc_pre", "mhc_post", "moe_route", "dispatch_overhead")
+NEW_OPS = ("kv_compress", "indexer_topk", "engram_lookup", "engram_hash_lookup", "mhc_pre",
+           "mhc_post", "moe_route", "dispatch_overhead")
 
 
 def test_quick_bench_of_the_other_ops_runs_and_reports_each(tmp_path, capsys):
@@ -112,6 +113,15 @@ def test_engram_peer_gathers_and_dequantises_the_same_rows(fp8, with_hash):
     work = engram_cases.lookup(torch.device("cpu"), fp8=fp8, tokens=16, with_hash=with_hash, table_bytes=1 << 20)
     (peer,) = work.baselines.values()
     assert torch.equal(peer(), work.kernel())
+
+
+@pytest.mark.parametrize("fp8", [False, True], ids=["bf16", "fp8"])
+def test_engram_fused_case_equals_its_peer_and_the_two_ops(fp8):
+    work = engram_cases.lookup(torch.device("cpu"), fp8=fp8, tokens=16, with_hash=True, fused=True,
+                               table_bytes=1 << 20)
+    assert len(work.baselines) == 2
+    for baseline in work.baselines.values():
+        assert torch.equal(baseline(), work.kernel())
 
 
 @pytest.mark.parametrize("op", ["moe_route", "mhc_post", "engram_hash", "sparse_attn", "grouped_gemm"])

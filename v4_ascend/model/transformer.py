@@ -247,10 +247,10 @@ class Transformer:
         if lens.shape != (cache.batch,) or int(lens.sum()) != tokens.shape[0]:
             raise ValueError(f"forward: 'seq_lens' must be [{cache.batch}] summing to {tokens.shape[0]}, got {lens}")
         h = F.embedding(tokens, self.embed).unsqueeze(1).expand(-1, config.hc_mult, -1).contiguous()
-        engram_rows = self._engram_rows(tokens, lens, cache) if config.engram_layer_ids else None
+        engram_inputs = self._engram_inputs(tokens, lens, cache) if config.engram_layer_ids else None
         for layer, block in enumerate(self.blocks):
             if block.engram is not None:
-                h = self._engram(h, block.engram, engram_rows[layer])
+                h = self._engram(h, block.engram, engram_inputs)
             h = self._block_forward(h, block, cache.layers[layer], lens, tokens, layer)
         return h
 
@@ -301,30 +301,28 @@ class Transformer:
         )
         return ops.mhc_post(f, h, post, comb)
 
-    def _engram_rows(self, tokens, lens, cache: ModelCache) -> dict[int, torch.Tensor]:
-        """Per Engram layer, the ``[S_total, cols]`` table rows of every new token; updates the n-gram history."""
+    def _engram_inputs(self, tokens, lens, cache: ModelCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per sequence, its compressed ids ``[1, S_b]`` and n-gram history ``[1, N-1]`` before them (a copy);
+        then advances the history in ``cache``."""
         ids = tokens if self.token_map is None else self.token_map[tokens]
         per_sequence = ids.split(lens.tolist())
-        rows = {}
-        for block_index, block in enumerate(self.blocks):
-            if block.engram is None:
-                continue
-            layout = block.engram.layout
-            rows[block_index] = torch.cat([
-                ops.engram_hash(seq_ids[None], layout.multipliers.to(ids.device), layout.moduli.to(ids.device),
-                                layout.offsets.to(ids.device), self.config.engram_pad_token_id,
-                                cache.engram_history[b: b + 1])[0]
-                for b, seq_ids in enumerate(per_sequence)
-            ])
+        inputs = [(seq_ids[None], cache.engram_history[b: b + 1].clone()) for b, seq_ids in enumerate(per_sequence)]
         keep = cache.engram_history.shape[1]
         for b, seq_ids in enumerate(per_sequence):
             if len(seq_ids) and keep:
                 cache.engram_history[b] = torch.cat((cache.engram_history[b], seq_ids))[-keep:]
-        return rows
+        return inputs
 
-    def _engram(self, h: torch.Tensor, weights: EngramWeights, rows: torch.Tensor) -> torch.Tensor:
-        """V4.1 Engram (§5.3 (e)-(g)): gather, project to per-stream keys + a shared value, gated injection."""
+    def _engram(self, h: torch.Tensor, weights: EngramWeights, inputs) -> torch.Tensor:
+        """V4.1 Engram (§5.3 (c)-(g)): hash + gather in one op, project to per-stream keys + a shared value,
+        gated injection."""
         n, D = self.config.hc_mult, self.config.dim
-        embedded = ops.engram_lookup(weights.table, rows, weights.table_scale, self.dtype)
+        layout = weights.layout
+        hash_args = tuple(t.to(h.device) for t in (layout.multipliers, layout.moduli, layout.offsets))
+        embedded = torch.cat([
+            ops.engram_hash_lookup(seq_ids, *hash_args, self.config.engram_pad_token_id, weights.table, history,
+                                   weights.table_scale, self.dtype)[0]
+            for seq_ids, history in inputs
+        ])
         kv = F.linear(embedded, weights.wkv)
         return ops.engram_gate(h, kv[:, : n * D].unflatten(-1, (n, D)), kv[:, n * D:], weights.norm)

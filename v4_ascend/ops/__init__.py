@@ -6,7 +6,7 @@ its ops with :func:`v4_ascend.library.define`.
 """
 
 from v4_ascend.ops.attention import indexer_topk, kv_compress, kv_compress_pool, sparse_attn
-from v4_ascend.ops.engram import engram_gate, engram_hash, engram_lookup
+from v4_ascend.ops.engram import engram_gate, engram_hash, engram_hash_lookup, engram_lookup
 from v4_ascend.ops.engram_layout import EngramLayerLayout, engram_layout
 from v4_ascend.ops.engram_tokens import build_compressed_token_map, normalise_token_text
 from v4_ascend.ops.mhc import mhc_head, mhc_post, mhc_pre, mhc_sinkhorn
@@ -45,6 +45,7 @@ __all__ = [
     "build_compressed_token_map",
     "engram_gate",
     "engram_hash",
+    "engram_hash_lookup",
     "engram_layout",
     "engram_lookup",
     "normalise_token_text",

@@ -18,6 +18,13 @@ def _engram_lookup_fake(table, rows, scale=None, out_dtype=None):
     return table.new_empty(shape, dtype=dtype)
 
 
+def _engram_hash_lookup_fake(ids, multipliers, moduli, offsets, pad_id, table, history=None, scale=None,
+                             out_dtype=None):
+    shape, dtype = ref.check_engram_hash_lookup(ids, multipliers, moduli, offsets, pad_id, table, history, scale,
+                                                out_dtype)
+    return table.new_empty(shape, dtype=dtype)
+
+
 def _engram_gate_fake(h, key, value, weight, mask=None):
     ref.check_engram_gate(h, key, value, weight, mask)
     return torch.empty_like(h)
@@ -36,6 +43,15 @@ ENGRAM_LOOKUP = library.define(
     family="engram",
     reference=ref.engram_lookup,
     fake=_engram_lookup_fake,
+)
+
+# Not differentiable, like its two parts: integer ids in, a gather of a frozen (often fp8, mapped) table out.
+ENGRAM_HASH_LOOKUP = library.define(
+    "engram_hash_lookup(Tensor ids, Tensor multipliers, Tensor moduli, Tensor offsets, int pad_id, Tensor table, "
+    "Tensor? history=None, Tensor? scale=None, ScalarType? out_dtype=None) -> Tensor",
+    family="engram",
+    reference=ref.engram_hash_lookup,
+    fake=_engram_hash_lookup_fake,
 )
 
 ENGRAM_GATE = library.define(
@@ -114,6 +130,55 @@ def engram_lookup(
             non-float ``out_dtype``.
     """
     return torch.ops.v4_ascend.engram_lookup.default(table, rows, scale, out_dtype)
+
+
+def engram_hash_lookup(
+    ids: torch.Tensor,
+    multipliers: torch.Tensor,
+    moduli: torch.Tensor,
+    offsets: torch.Tensor,
+    pad_id: int,
+    table: torch.Tensor,
+    history: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Hash every n-gram and gather (dequantising) its table row in one op: ``engram_lookup(table,
+    engram_hash(ids, multipliers, moduli, offsets, pad_id, history), scale, out_dtype)``, bit for bit.
+
+    Argument order: the required arguments of :func:`engram_hash` then the table, then the optional ones in
+    the same order (``history`` of the hash, ``scale`` and ``out_dtype`` of the lookup). Fast kernels do it
+    in one pass per token (hash the columns, prefetch the rows of tokens ahead, gather + dequantise) with no
+    intermediate row tensor; like :func:`engram_lookup` they read only the hashed rows, so ``table`` and
+    ``scale`` may be memory-mapped from a file larger than RAM. Non-contiguous inputs are accepted; the
+    CPU kernel copies them first (pass a contiguous table: a strided one is copied whole on every call).
+
+    Args:
+        ids: ``[B, S]`` int64 compressed token ids, >= 0.
+        multipliers: ``[N]`` int64 odd multipliers of the layer (N = max n-gram >= 2).
+        moduli: ``[N-1, Hh]`` int64 positive bucket sizes (primes), one per (order 2..N, head).
+        offsets: ``[N-1, Hh]`` int64 first table row of each (order, head) sub-table.
+        pad_id: compressed id of the pad token (look-backs before the start), >= 0.
+        table: ``[R, E]`` bf16/fp16/fp32/fp64 table, or fp8 e4m3 (``float8_e4m3fn``) with E a multiple of 32,
+            on the device of ``ids``.
+        history: ``[B, N-1]`` int64, the compressed ids just before ``ids[:, 0]``, oldest first; ``None`` =
+            start of the sequence (all ``pad_id``).
+        scale: for fp8 tables only, ``[R, E/32]`` UE8M0 exponent bytes (uint8 / ``float8_e8m0fnu``) or fp32
+            block scales; rows are dequantised as ``fp32(table[r, c]) * scale[r, c // 32]``.
+        out_dtype: output dtype; default bf16 for fp8 tables, the table dtype otherwise.
+
+    Returns:
+        ``[B, S, (N-1) * Hh * E]``: the rows of the columns (ordered (order, head)) concatenated per token;
+        a hashed row of -1 (only possible with an offset of -1) gives zeros, as in :func:`engram_lookup`.
+
+    Raises:
+        ValueError: naming the argument, for everything :func:`engram_hash` and :func:`engram_lookup`
+            reject (dtypes, shapes, devices, negative ids, non-positive moduli, a missing or extra
+            ``scale``), and ``offsets`` when a hashed row falls outside ``[-1, R)``.
+    """
+    return torch.ops.v4_ascend.engram_hash_lookup.default(
+        ids, multipliers, moduli, offsets, pad_id, table, history, scale, out_dtype
+    )
 
 
 def engram_gate(

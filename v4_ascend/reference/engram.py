@@ -2,8 +2,8 @@
 
 ``engram_hash`` turns compressed token ids into table rows (bit-exact int64 arithmetic),
 ``engram_lookup`` gathers (and dequantises) those rows from a table that may be memory-mapped from
-disk, and ``engram_gate`` injects the projected value into each residual stream through a
-context-aware gate.
+disk, ``engram_hash_lookup`` is the two composed (one op, one pass in the fast kernels), and
+``engram_gate`` injects the projected value into each residual stream through a context-aware gate.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ GATE_EPS = 1e-20
 GATE_CLAMP = 1e-6
 
 
-def check_engram_hash(ids, multipliers, moduli, offsets, pad_id, history):
-    """Returns ``(B, S, columns)``."""
-    op = "engram_hash"
+def check_engram_hash(ids, multipliers, moduli, offsets, pad_id, history, op="engram_hash"):
+    """Returns ``(B, S, columns)``; errors name ``op``."""
     v.tensor(op, "ids", ids, rank=2, dtypes=(torch.int64,))
     B, S = ids.shape
     v.tensor(op, "multipliers", multipliers, rank=1, dtypes=(torch.int64,), device=ids.device)
@@ -45,12 +44,17 @@ def _check_values(op: str, arg: str, x: torch.Tensor, low: int, what: str) -> No
         v.fail(op, arg, what, f"a value {int(x.min())}")
 
 
+def check_engram_hash_values(ids, moduli, history, op="engram_hash"):
+    """Data checks of the hash inputs (they read the tensors): ids and history >= 0, moduli >= 1."""
+    _check_values(op, "ids", ids, 0, "compressed token ids >= 0")
+    _check_values(op, "moduli", moduli, 1, "positive bucket sizes")
+    if history is not None:
+        _check_values(op, "history", history, 0, "compressed token ids >= 0")
+
+
 def engram_hash(ids, multipliers, moduli, offsets, pad_id, history=None):
     B, S, _ = check_engram_hash(ids, multipliers, moduli, offsets, pad_id, history)
-    _check_values("engram_hash", "ids", ids, 0, "compressed token ids >= 0")
-    _check_values("engram_hash", "moduli", moduli, 1, "positive bucket sizes")
-    if history is not None:
-        _check_values("engram_hash", "history", history, 0, "compressed token ids >= 0")
+    check_engram_hash_values(ids, moduli, history)
     back = multipliers.shape[0] - 1
     if history is None:
         history = ids.new_full((B, back), pad_id)
@@ -68,14 +72,10 @@ def engram_hash(ids, multipliers, moduli, offsets, pad_id, history=None):
     return torch.cat(columns, dim=-1)
 
 
-def check_engram_lookup(table, rows, scale, out_dtype):
-    """Returns ``(output shape, output dtype)``."""
-    op = "engram_lookup"
-    v.tensor(op, "table", table, rank=2, dtypes=(*v.FLOAT_DTYPES, FP8_TABLE_DTYPE))
+def check_engram_table(table, scale, out_dtype, op="engram_lookup", device=None):
+    """Checks of a table, its fp8 block scales and the output dtype; returns the output dtype."""
+    v.tensor(op, "table", table, rank=2, dtypes=(*v.FLOAT_DTYPES, FP8_TABLE_DTYPE), device=device)
     R, E = table.shape
-    v.tensor(op, "rows", rows, dtypes=(torch.int64, torch.int32), device=table.device)
-    if rows.dim() < 1:
-        v.fail(op, "rows", "at least 1-D ([..., n_cols])", "a 0-D tensor")
     if table.dtype == FP8_TABLE_DTYPE:
         if E % FP8_BLOCK:
             v.fail(op, "table", f"[R, E] with E a multiple of {FP8_BLOCK} for an fp8 table", tuple(table.shape))
@@ -89,7 +89,18 @@ def check_engram_lookup(table, rows, scale, out_dtype):
         default = table.dtype
     if out_dtype is not None and out_dtype not in v.FLOAT_DTYPES:
         v.fail(op, "out_dtype", "None or a float dtype (bf16, fp16, fp32, fp64)", out_dtype)
-    return (*rows.shape[:-1], rows.shape[-1] * E), out_dtype or default
+    return out_dtype or default
+
+
+def check_engram_lookup(table, rows, scale, out_dtype):
+    """Returns ``(output shape, output dtype)``."""
+    op = "engram_lookup"
+    v.tensor(op, "table", table, rank=2, dtypes=(*v.FLOAT_DTYPES, FP8_TABLE_DTYPE))
+    v.tensor(op, "rows", rows, dtypes=(torch.int64, torch.int32), device=table.device)
+    if rows.dim() < 1:
+        v.fail(op, "rows", "at least 1-D ([..., n_cols])", "a 0-D tensor")
+    out = check_engram_table(table, scale, out_dtype, op)
+    return (*rows.shape[:-1], rows.shape[-1] * table.shape[1]), out
 
 
 def block_scales(scale: torch.Tensor) -> torch.Tensor:
@@ -112,6 +123,32 @@ def engram_lookup(table, rows, scale=None, out_dtype=None):
         picked = (picked.to(torch.float32).view(-1, E // FP8_BLOCK, FP8_BLOCK) * scales.unsqueeze(-1)).view(-1, E)
     picked = picked.to(out).masked_fill((flat < 0).unsqueeze(-1), 0)
     return picked.view(shape)
+
+
+def check_engram_hash_lookup(ids, multipliers, moduli, offsets, pad_id, table, history, scale, out_dtype):
+    """Returns ``(output shape, output dtype)``; errors name ``engram_hash_lookup``."""
+    op = "engram_hash_lookup"
+    B, S, columns = check_engram_hash(ids, multipliers, moduli, offsets, pad_id, history, op)
+    out = check_engram_table(table, scale, out_dtype, op, device=ids.device)
+    return (B, S, columns * table.shape[1]), out
+
+
+def check_hashed_rows(op: str, rows: torch.Tensor, R: int) -> None:
+    """Hashed rows lie in ``[offsets, offsets + moduli)`` per column: the table must hold them (-1 = zeros)."""
+    if rows.numel():
+        lo, hi = int(rows.min()), int(rows.max())
+        if lo < -1 or hi >= R:
+            v.fail(op, "offsets", f"placing every hashed row in [-1, R) with R = {R} table rows",
+                   f"a row {lo if lo < -1 else hi}")
+
+
+def engram_hash_lookup(ids, multipliers, moduli, offsets, pad_id, table, history=None, scale=None, out_dtype=None):
+    check_engram_hash_lookup(ids, multipliers, moduli, offsets, pad_id, table, history, scale, out_dtype)
+    op = "engram_hash_lookup"
+    check_engram_hash_values(ids, moduli, history, op)
+    rows = engram_hash(ids, multipliers, moduli, offsets, pad_id, history)
+    check_hashed_rows(op, rows, table.shape[0])
+    return engram_lookup(table, rows, scale, out_dtype)
 
 
 def check_engram_gate(h, key, value, weight, mask):

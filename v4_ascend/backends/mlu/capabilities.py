@@ -150,6 +150,10 @@ _ROUTES = (
         "engram_lookup", None, "no vendor op exists (index_select + dequant); tables (~100 GB) live in host "
         "memory or shards",
     ),
+    reference_route(
+        "engram_hash_lookup", None, "no vendor op exists; the composition (int64 aten hash, then index_select "
+        "+ dequant) runs on the device",
+    ),
     reference_route("engram_gate", None, "no vendor op exists"),
     reference_route(
         "mhc_sinkhorn",

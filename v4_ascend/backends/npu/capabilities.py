@@ -149,6 +149,11 @@ _ROUTES = (
         "host-mapped tables (aclrtHostRegister) fail on A2",
         ALL_SOCS,
     ),
+    reference_route(
+        "engram_hash_lookup", None,
+        "no vendor op fuses the hash with the gather; the composition (int64 aten hash, then index_select + "
+        "dequant) runs on the device",
+    ),
     reference_route("engram_gate", None, "no vendor op; elementwise aten composition"),
     reference_route(
         "mhc_sinkhorn",

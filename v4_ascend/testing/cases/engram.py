@@ -89,3 +89,41 @@ def engram_gate_cases(device, dtype, gen):
         kwargs = {"mask": (torch.rand(*lead, generator=gen) < 0.7).to(device)} if masked else {}
         cases.append(Case(name, (h, key, value, weight), kwargs))
     return cases
+
+
+def _small_v41_layer():
+    """V4.1's shape (orders 2..4 x 8 heads = 24 columns) with small primes: a table of ~2000 rows."""
+    return engram_layout([1], 4, 8, 53, V41_COMPRESSED_VOCAB)[0]
+
+
+@register("engram_hash_lookup", dtypes=(torch.float32, torch.bfloat16, torch.float16))
+def engram_hash_lookup_cases(device, dtype, gen):
+    layer, tiny = _small_v41_layer(), engram_layout([3], 2, 1, 5, 7)[0]
+    args = _hash_args(layer, device)
+    R, E = layer.num_rows, 64
+    table = randn(R, E, dtype=dtype, device=device, gen=gen)
+    ids = randint(0, V41_COMPRESSED_VOCAB, (2, 19), dtype=torch.int64, device=device, gen=gen)
+    ids[0, 3:6] = V41_PAD_ID  # pad ids inside the sequence
+    history = randint(0, V41_COMPRESSED_VOCAB, (2, 3), dtype=torch.int64, device=device, gen=gen)
+    decode = randint(0, V41_COMPRESSED_VOCAB, (3, 1), dtype=torch.int64, device=device, gen=gen)
+    # Tiny layout: ids 0..6 over 5 buckets hit every row, the last row of the table included.
+    tiny_table = randn(tiny.num_rows, 32, dtype=dtype, device=device, gen=gen)
+    tiny_ids = randint(0, 7, (2, 24), dtype=torch.int64, device=device, gen=gen)
+    # A -1 offset on a modulus-1 column is a row of -1: zeros, as engram_lookup gives.
+    hole_moduli = torch.tensor([[1, 3]], dtype=torch.int64, device=device)
+    hole_offsets = torch.tensor([[-1, 0]], dtype=torch.int64, device=device)
+    hole_multipliers = tiny.multipliers.to(device)
+    fp8 = _fp8_table(R, 256, device=device, gen=gen)
+    ue8m0 = randint(112, 130, (R, 256 // 32), dtype=torch.uint8, device=device, gen=gen)
+    fp32_scale = torch.rand(R, 256 // 32, generator=gen).add(0.01).to(device)
+    return [
+        Case("v41-shape-prefill-no-history", (ids, *args, V41_PAD_ID, table)),
+        Case("v41-shape-chunk-with-history", (ids, *args, V41_PAD_ID, table, history)),
+        Case("v41-shape-decode-s1", (decode, *args, V41_PAD_ID, table, history[:1].expand(3, 3).contiguous())),
+        Case("tiny-every-row", (tiny_ids, *_hash_args(tiny, device), 6, tiny_table)),
+        Case("minus-one-offset-zeros", (tiny_ids[:1, :5], hole_multipliers, hole_moduli, hole_offsets, 6,
+                                        tiny_table[:3])),
+        Case("fp8-ue8m0", (ids, *args, V41_PAD_ID, fp8, history), {"scale": ue8m0, "out_dtype": dtype}),
+        Case("fp8-fp32-scale", (decode, *args, V41_PAD_ID, fp8), {"scale": fp32_scale, "out_dtype": dtype}),
+        Case("fp8-default-bf16", (ids[1:], *args, V41_PAD_ID, fp8), {"scale": ue8m0.view(torch.float8_e8m0fnu)}),
+    ]
