@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/checks.h"
+#include "cpu/core_types.h"
 #include "cpu/registry.h"
 #include "kernels/small_m_gemm.h"
 
@@ -49,17 +50,6 @@ void check_operands(const char* op, const at::Tensor& x, const at::Tensor& w, in
 struct Slice {
   int64_t group, row, rows;
 };
-
-// Calls f with a null pointer of the torch-free storage type of a float dtype.
-template <typename F>
-void with_core_type(at::ScalarType dtype, F&& f) {
-  switch (dtype) {
-    case at::kFloat: return f(static_cast<float*>(nullptr));
-    case at::kDouble: return f(static_cast<double*>(nullptr));
-    case at::kBFloat16: return f(static_cast<v4k::bf16*>(nullptr));
-    default: return f(static_cast<_Float16*>(nullptr));
-  }
-}
 
 // y2[s.row + i] = x2[s.row + i] @ w[s.group].T for every slice: small slices in the small-M kernel on all
 // threads, then the others as one ATen mm each (itself multithreaded). x2 [R, K], w [G, N, K], y2 [R, N],

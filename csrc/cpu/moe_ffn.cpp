@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cpu/checks.h"
+#include "cpu/core_types.h"
 #include "cpu/registry.h"
 #include "kernels/moe_gemm.h"
 #include "kernels/moe_quant.h"
@@ -84,17 +85,6 @@ void check_dtype_in(const char* op, const std::string& arg, const at::Tensor& t,
     names += (names.empty() ? "" : " or ") + std::string(dtype_name(d));
   }
   fail(op, arg, names, dtype_name(t.scalar_type()));
-}
-
-// Calls f with a null pointer of the torch-free storage type of a float dtype.
-template <typename F>
-void with_core_type(at::ScalarType dtype, F&& f) {
-  switch (dtype) {
-    case at::kFloat: return f(static_cast<float*>(nullptr));
-    case at::kDouble: return f(static_cast<double*>(nullptr));
-    case at::kBFloat16: return f(static_cast<v4k::bf16*>(nullptr));
-    default: return f(static_cast<_Float16*>(nullptr));
-  }
 }
 
 enum class Format { kFloat, kFp8, kFp4 };
