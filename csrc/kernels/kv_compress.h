@@ -228,16 +228,19 @@ struct KvSequence {
 constexpr int64_t kPrefetchBytes = 64 * 1024;  // largest block (kv and score rows) prefetched ahead
 
 // Per-thread buffers of kv_compress_blocks: candidate row pointers, and widened copies of the blocks that
-// involve the state.
+// involve the state. The copies (4 ratio F values: 1 MiB for HCA) are sized on first use, since only a
+// call's first entries need them: a prefill from position 0 or a thread's later blocks never touch them.
 template <typename T, typename A>
 struct KvCompressWorkspace {
   std::vector<A> cur_a, cur_g, prev_a, prev_g, zero;
   std::vector<const T*> a_rows, g_rows;
   std::vector<const A*> wide_a_rows, wide_g_rows, bias_rows, zero_rows;
   explicit KvCompressWorkspace(const KvCompressShape& s)
-      : cur_a(s.ratio * s.F), cur_g(s.ratio * s.F), prev_a(s.ratio * s.F), prev_g(s.ratio * s.F), zero(s.F, A(0)),
-        a_rows(2 * s.ratio), g_rows(2 * s.ratio), wide_a_rows(2 * s.ratio), wide_g_rows(2 * s.ratio),
-        bias_rows(2 * s.ratio), zero_rows(2 * s.ratio, zero.data()) {}
+      : zero(s.F, A(0)), a_rows(2 * s.ratio), g_rows(2 * s.ratio), wide_a_rows(2 * s.ratio),
+        wide_g_rows(2 * s.ratio), bias_rows(2 * s.ratio), zero_rows(2 * s.ratio, zero.data()) {}
+  void size_widened(const KvCompressShape& s) {
+    for (auto* buffer : {&cur_a, &cur_g, &prev_a, &prev_g}) buffer->resize(s.ratio * s.F);
+  }
 };
 
 // Entries of blocks [i0, i1) of one sequence into out [i1 - i0, d]. Reads the state, never writes it.
@@ -273,6 +276,7 @@ void kv_compress_blocks(const KvSequence<T, A>& seq, const KvCompressShape& s, i
       pool_channels(ws.a_rows.data(), ws.g_rows.data(), ws.bias_rows.data(), n, d, entry);
       continue;
     }
+    ws.size_widened(s);
     if (s.overlap) {  // the state's first rows hold the block before the call's first one
       const A* pa = seq.kv_state;
       const A* pg = seq.score_state;
