@@ -228,16 +228,19 @@ struct KvSequence {
 constexpr int64_t kPrefetchBytes = 64 * 1024;  // largest block (kv and score rows) prefetched ahead
 
 // Per-thread buffers of kv_compress_blocks: candidate row pointers, and widened copies of the blocks that
-// involve the state.
+// involve the state. The copies (4 ratio F values: 1 MiB for HCA) are sized on first use, since only a
+// call's first entries need them: a prefill from position 0 or a thread's later blocks never touch them.
 template <typename T, typename A>
 struct KvCompressWorkspace {
   std::vector<A> cur_a, cur_g, prev_a, prev_g, zero;
   std::vector<const T*> a_rows, g_rows;
   std::vector<const A*> wide_a_rows, wide_g_rows, bias_rows, zero_rows;
   explicit KvCompressWorkspace(const KvCompressShape& s)
-      : cur_a(s.ratio * s.F), cur_g(s.ratio * s.F), prev_a(s.ratio * s.F), prev_g(s.ratio * s.F), zero(s.F, A(0)),
-        a_rows(2 * s.ratio), g_rows(2 * s.ratio), wide_a_rows(2 * s.ratio), wide_g_rows(2 * s.ratio),
-        bias_rows(2 * s.ratio), zero_rows(2 * s.ratio, zero.data()) {}
+      : zero(s.F, A(0)), a_rows(2 * s.ratio), g_rows(2 * s.ratio), wide_a_rows(2 * s.ratio),
+        wide_g_rows(2 * s.ratio), bias_rows(2 * s.ratio), zero_rows(2 * s.ratio, zero.data()) {}
+  void size_widened(const KvCompressShape& s) {
+    for (auto* buffer : {&cur_a, &cur_g, &prev_a, &prev_g}) buffer->resize(s.ratio * s.F);
+  }
 };
 
 // Entries of blocks [i0, i1) of one sequence into out [i1 - i0, d]. Reads the state, never writes it.
@@ -250,8 +253,11 @@ void kv_compress_blocks(const KvSequence<T, A>& seq, const KvCompressShape& s, i
                         KvCompressWorkspace<T, A>& ws) {
   const int64_t r = s.ratio, F = s.F, d = s.d(), fill = seq.filled(s), half = s.overlap ? d : 0;
   // A small block (CSA: 4 rows) is a few short streams that the hardware prefetcher picks up too late, so
-  // the next block's rows are requested while this one is pooled; a large one (HCA) streams by itself.
-  const bool prefetch_next = 2 * r * F * static_cast<int64_t>(sizeof(T)) <= kPrefetchBytes;
+  // the next block's rows are requested while this one is pooled. Of a large one (HCA: 512 KiB, which as one
+  // burst of prefetches is slower than none) only the first channel tile: pool_channels prefetches each
+  // row's next tile itself, but nothing fetches the first one ahead (about 5 % on inputs not in cache).
+  const bool whole_rows = 2 * r * F * static_cast<int64_t>(sizeof(T)) <= kPrefetchBytes;
+  const int64_t ahead_begin = whole_rows ? 0 : half, ahead_end = whole_rows ? F : std::min(F, half + kPoolChannels);
   constexpr int64_t kLine = 64 / sizeof(T);  // elements per cache line
   for (int64_t i = i0; i < i1; ++i) {
     A* entry = out + (i - i0) * d;
@@ -266,13 +272,13 @@ void kv_compress_blocks(const KvSequence<T, A>& seq, const KvCompressShape& s, i
           ws.bias_rows[n++] = seq.ape + (c % r) * F + offset;
         }
       }
-      if (prefetch_next)
-        for (int64_t c = (i + 1) * r; c < std::min((i + 2) * r, fill + seq.length); ++c)
-          for (int64_t f = 0; f < F; f += kLine)
-            __builtin_prefetch(seq.kv + (c - fill) * F + f), __builtin_prefetch(seq.score + (c - fill) * F + f);
+      for (int64_t c = (i + 1) * r; c < std::min((i + 2) * r, fill + seq.length); ++c)
+        for (int64_t f = ahead_begin; f < ahead_end; f += kLine)
+          __builtin_prefetch(seq.kv + (c - fill) * F + f), __builtin_prefetch(seq.score + (c - fill) * F + f);
       pool_channels(ws.a_rows.data(), ws.g_rows.data(), ws.bias_rows.data(), n, d, entry);
       continue;
     }
+    ws.size_widened(s);
     if (s.overlap) {  // the state's first rows hold the block before the call's first one
       const A* pa = seq.kv_state;
       const A* pg = seq.score_state;

@@ -175,3 +175,17 @@ def test_non_contiguous_low_precision_inputs(served_by_cpp, dtype):
     args[1] = args[1].t().contiguous().t()
     assert not (args[0].is_contiguous() or args[1].is_contiguous())
     assert_same(*compress_both(served_by_cpp, args, reference_dtype=torch.float32), torch.float32)
+
+
+@pytest.mark.parametrize(("ratio", "overlap"), [(4, True), (128, False)])
+def test_state_blocks_on_two_threads(served_by_cpp, ratio, overlap):
+    """Each thread sizes its widened block copies on its first block that involves the state: sequences that
+    start mid-block, after a from-zero one, spread over two threads, match the reference."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        args = make_call([0, ratio + 1, 2 * ratio - 1, 3], [3 * ratio, ratio + 2, 2 * ratio, 2 * ratio], 24, ratio,
+                         overlap)
+        assert_same(*compress_both(served_by_cpp, args), torch.float32)
+    finally:
+        torch.set_num_threads(threads)
