@@ -51,6 +51,13 @@ def test_quick_sparse_attn_bench_writes_json_lines(tmp_path, device, capsys):
         assert {"torch", "cpu", "ceilings", "fraction_of_ceiling"} <= record.keys()
 
 
+@pytest.mark.parametrize("option", ["--json", "--markdown", "--plot"])
+def test_an_output_in_a_missing_folder_is_refused_before_measuring(tmp_path, capsys, option):
+    status = main(["bench", "--quick", "--op", "moe_route", option, str(tmp_path / "missing" / "out")])
+    printed = capsys.readouterr().out
+    assert status == 2 and f"the folder of {option}" in printed and "ceilings" not in printed
+
+
 def test_unknown_op_is_refused():
     with pytest.raises(ValueError, match="no_such_op"):
         bench.cases(["no_such_op"])

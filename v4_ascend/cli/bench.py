@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from rich.console import Console
 
@@ -40,6 +42,11 @@ def run(args) -> int:
     if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
         console.print("[red]bench: --clock cpu measures one CPU thread only (--threads 1 --device cpu)[/red]")
         return 2
+    for option in ("json", "markdown", "plot"):  # found before minutes of measuring, not after
+        path = getattr(args, option)
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            console.print(f"[red]bench: the folder of --{option} {path} does not exist[/red]")
+            return 2
     try:
         cases = bench.cases(args.op, quick=args.quick)
         backends.prepare_device(args.device, ["-m", "v4_ascend.cli", *args.argv])
