@@ -109,6 +109,12 @@ def test_quick_model_decode_times_both_backends_in_their_own_workers(tmp_path, c
     assert record["ratio"] > 0 and record["kernel_peak_bytes"] is None  # other processes: not measured here
 
 
+def test_model_decode_is_not_timed_with_the_cpu_clock_of_this_process(tmp_path, capsys):
+    status = main(["bench", "--quick", "--op", "model_decode", "--clock", "cpu"])
+    printed = capsys.readouterr().out
+    assert status == 0 and "not run with --clock cpu" in printed and "tiny-b4" not in printed.split("ceilings used")[1]
+
+
 def test_model_decode_worker_failure_is_reported(tmp_path):
     with pytest.raises(RuntimeError, match="reference worker answered"):
         model_decode_cases.DecodeWorker(str(tmp_path / "missing"), "reference", torch.device("cpu"), torch.float32)

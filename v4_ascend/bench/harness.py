@@ -46,7 +46,6 @@ class Workload:
     bytes: float = 0.0  # minimum bytes one call must move (0: not reported)
     note: str = ""
     backend: str | None = None  # what serves the kernel when it is not one op of this process (default: the op's)
-    in_process: bool = True  # False: the work runs in other processes, whose memory this one cannot see
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,8 @@ class Case:
     bound: str = "gemm"  # the ceiling the "% of ceiling" column refers to: "gemm" or "copy"
     quick: bool = False  # part of the --quick subset
     serves: str | None = None  # the op whose serving backend is reported, when `op` is not an op (default: op)
+    # False: the work runs in other processes, whose memory and CPU time this one cannot see
+    in_process: bool = True
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,12 @@ def run_cases(cases: list[Case], device: torch.device, ceilings: Ceilings, reps:
     device's published peak, for the roofline column."""
     sync = synchronizer(device)
     rows: list[Row] = []
+    if clock == "cpu":  # process CPU time says nothing of work done in other processes
+        for case in cases:
+            if not case.in_process:
+                console.print(f"[yellow]{case.op} {case.name}: not run with --clock cpu (it runs in worker "
+                              "processes)[/yellow]")
+        cases = [case for case in cases if case.in_process]
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("benchmarking", total=len(cases))
         for case in cases:
@@ -245,7 +252,7 @@ def run_cases(cases: list[Case], device: torch.device, ceilings: Ceilings, reps:
             work = case.build(device)
             contenders = {KERNEL: work.kernel, **work.baselines}
             timings = time_alternating(contenders, sync, reps, CLOCKS[clock])
-            peaks = {name: peak_growth(fn, device) if work.in_process else None for name, fn in contenders.items()}
+            peaks = {name: peak_growth(fn, device) if case.in_process else None for name, fn in contenders.items()}
             backend = work.backend or serving_backend(case.serves or case.op, device.type)[0]
             for baseline in work.baselines:
                 rows.append(Row(case, baseline, backend, timings[KERNEL], timings[baseline], work.flops, work.bytes,

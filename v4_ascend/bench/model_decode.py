@@ -62,14 +62,14 @@ def decode(device, *, dtype):
     reference = DecodeWorker(directory.name, "reference", device, dtype)
     weakref.finalize(kernel, directory.cleanup)  # the workers have loaded it; the folder goes with the case
     return Workload(kernel=kernel, baselines={"reference backend (own process)": reference},
-                    backend=kernel.serving, in_process=False,
+                    backend=kernel.serving,
                     note=f"{STEPS} decode steps of {BATCH} sequences per timed call: tokens/s = "
                     f"{STEPS * BATCH} / time; both sides in worker processes, same checkpoint and prompts; "
                     "a cache that fills up (after 50 calls) is re-prefilled inside the call")
 
 
 CASES = [Case(OP, f"tiny-b{BATCH}", f"TINY config, batch {BATCH}, {STEPS} greedy steps per call", dtype,
-              partial(decode, dtype=dtype), quick=dtype == torch.float32)
+              partial(decode, dtype=dtype), quick=dtype == torch.float32, in_process=False)
          for dtype in (torch.float32, torch.bfloat16)]
 
 
