@@ -13,6 +13,7 @@
 
 #include "cpu/checks.h"
 #include "cpu/core_types.h"
+#include "cpu/fresh_output.h"
 #include "cpu/registry.h"
 #include "kernels/small_m_gemm.h"
 
@@ -103,7 +104,7 @@ at::Tensor grouped_gemm(const at::Tensor& x_in, const at::Tensor& w_in, const at
     start = end[g];
   }
   contiguous_entry.calls.fetch_add(1, std::memory_order_relaxed);
-  auto y = at::empty({M, w_in.size(1)}, x_in.options());
+  auto y = empty_output({M, w_in.size(1)}, x_in.options());
   y.narrow(0, start, M - start).zero_();  // rows after the last group
   run_slices(slices, x_in.contiguous(), w_in.contiguous(), y);
   return y;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/checks.h"
+#include "cpu/fresh_output.h"
 #include "cpu/registry.h"
 #include "kernels/isa.h"
 #include "kernels/sparse_attn.h"
@@ -192,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_attn(const at::Tensor& q, const at::Te
   if (extra_kv) ekv = extra_kv->contiguous(), eidx = extra_idx->contiguous();
   if (topk_length) len = topk_length->contiguous();
   if (extra_topk_length) elen = extra_topk_length->contiguous();
-  auto out = at::empty_like(qc);
+  auto out = empty_output(qc.sizes(), qc.options());  // a prefill's output is large: huge pages
   auto lse = at::empty({T_, H}, q.options().dtype(acc_type));
   switch (q.scalar_type()) {
     case at::kDouble: run<double>(qc, kvc, idxc, sinkc, scale, ekv, eidx, len, elen, out, lse); break;
