@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/exp_avx512.h"
 #include "kernels/softmax_sink.h"
 #include "kernels/sparse_attn_simd.h"
 

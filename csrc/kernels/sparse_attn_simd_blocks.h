@@ -24,7 +24,7 @@
 #include "kernels/softmax_sink.h"
 #include "kernels/sparse_attn_simd.h"
 #ifdef V4K_SIMD_AVX512
-#include "kernels/exp_avx512.h"
+#include "kernels/exp_avx512.h"  // the translation unit includes it before its target pragma (isa.h is shared)
 #endif
 
 namespace v4k::simd {
