@@ -15,6 +15,7 @@
 
 #include "cpu/checks.h"
 #include "cpu/core_types.h"
+#include "cpu/moe_route.h"
 #include "cpu/registry.h"
 #include "kernels/moe_gemm.h"
 #include "kernels/moe_quant.h"
@@ -32,7 +33,6 @@ KernelEntry& moe_ffn_entry = describe_kernel(
     "row by row on the way)");
 
 constexpr const char* kOp = "moe_ffn";
-constexpr const char* kRouteOp = "moe_route";
 constexpr int64_t kBlock = 128;  // FP8 activation blocks (1x128) and FP8 weight blocks (128x128)
 
 using OptTensor = std::optional<at::Tensor>;
@@ -225,61 +225,6 @@ Projection check_projection(const std::string& name, const at::Tensor& w, const 
   return p;
 }
 
-void check_route(int64_t T, int64_t E, int64_t topk, const OptTensor& bias, const OptTensor& token_ids,
-                 const OptTensor& tid2eid) {
-  if (topk < 1 || topk > E) {
-    fail(kRouteOp, "topk", "an int in [1, " + std::to_string(E) + "] (the number of experts)", std::to_string(topk));
-  }
-  if (bias) {
-    check_dtype_in(kRouteOp, "bias", *bias, {at::kFloat, at::kDouble});
-    check_shape(kRouteOp, "bias", *bias, {E});
-  }
-  if (token_ids.has_value() != tid2eid.has_value()) {
-    fail(kRouteOp, "tid2eid", "given together with 'token_ids' (hash routing)", "only one of them");
-  }
-  if (tid2eid) {
-    check_dtype_in(kRouteOp, "token_ids", *token_ids, {at::kInt, at::kLong});
-    check_shape(kRouteOp, "token_ids", *token_ids, {T});
-    check_dtype_in(kRouteOp, "tid2eid", *tid2eid, {at::kInt, at::kLong});
-    check_shape(kRouteOp, "tid2eid", *tid2eid, {-1, topk});
-  }
-}
-
-template <typename F>
-void with_index_type(const at::Tensor& t, F&& f) {
-  if (t.scalar_type() == at::kInt) {
-    f(t.data_ptr<int32_t>());
-  } else {
-    f(t.data_ptr<int64_t>());
-  }
-}
-
-// Values of an index tensor must lie in [0, upper) (as _validation.index_range, allow_invalid=False).
-void check_index_range(const char* arg, const at::Tensor& t, int64_t upper) {
-  if (t.numel() == 0) return;
-  with_index_type(t, [&](auto* p) {
-    int64_t lo = p[0], hi = p[0];
-    for (int64_t i = 1; i < t.numel(); ++i) lo = std::min<int64_t>(lo, p[i]), hi = std::max<int64_t>(hi, p[i]);
-    if (lo < 0 || hi >= upper) {
-      TORCH_CHECK_VALUE(false, kRouteOp, ": '", arg, "' values must be in [0, ", upper, "), found ",
-                        lo < 0 ? lo : hi);
-    }
-  });
-}
-
-// Hash routing: idx[t] = tid2eid[token_ids[t]], both tables range-checked like the reference.
-void hash_route(const at::Tensor& token_ids, const at::Tensor& tid2eid, int64_t E, int64_t k, int32_t* idx) {
-  check_index_range("token_ids", token_ids, tid2eid.size(0));
-  check_index_range("tid2eid", tid2eid, E);
-  with_index_type(token_ids, [&](auto* ids) {
-    with_index_type(tid2eid, [&](auto* table) {
-      for (int64_t t = 0; t < token_ids.numel(); ++t) {
-        for (int64_t j = 0; j < k; ++j) idx[t * k + j] = static_cast<int32_t>(table[ids[t] * k + j]);
-      }
-    });
-  });
-}
-
 // The activations a projection's GEMM reads, as [rows, K] of the GEMM dtype: FP8 fake-quantised
 // (computed in x's dtype, as the reference's Linear) when the weight is quantised.
 template <typename T>
@@ -378,27 +323,12 @@ struct Routing {
   const OptTensor& tid2eid;
 };
 
-// idx [T, k] and weights [T, k] of V4's router on logits = x @ gate.T (in A).
+// (weights [T, k] in A, idx [T, k] int32) of V4's router on logits = x @ gate.T (in A): the moe_route
+// kernel's, argument checks included.
 template <typename A>
-void route(const at::Tensor& x, const at::Tensor& gate, const Routing& r, std::vector<int32_t>& idx,
-           std::vector<A>& weights) {
+std::tuple<at::Tensor, at::Tensor> route(const at::Tensor& x, const at::Tensor& gate, const Routing& r) {
   const auto acc = c10::CppTypeToScalarType<A>::value;
-  // The same ATen ops as the reference (router_scores: fp64, one rounding), so that the scores (and hence
-  // the choices, ties included) are bit-identical.
-  const at::Tensor logits = at::mm(x.to(acc), gate.to(acc).t());
-  const at::Tensor scores = at::softplus(logits.to(at::kDouble), 1.0, 20.0).sqrt_().to(acc).contiguous();
-  const A* s = scores.data_ptr<A>();
-  if (r.tid2eid) {
-    hash_route(r.token_ids->contiguous(), r.tid2eid->contiguous(), r.E, r.k, idx.data());
-  } else if (!r.bias) {
-    v4k::moe::select_topk(s, static_cast<const A*>(nullptr), r.T, r.E, r.k, idx.data());
-  } else {
-    const at::Tensor b = r.bias->contiguous();
-    AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "moe_ffn_bias", [&] {
-      v4k::moe::select_topk(s, b.data_ptr<scalar_t>(), r.T, r.E, r.k, idx.data());
-    });
-  }
-  v4k::moe::routing_weights(s, idx.data(), r.T, r.E, r.k, static_cast<A>(r.route_scale), weights.data());
+  return route_experts(at::mm(x.to(acc), gate.to(acc).t()), r.k, r.route_scale, r.bias, r.token_ids, r.tid2eid);
 }
 
 template <typename T, typename A>
@@ -406,13 +336,14 @@ at::Tensor moe_ffn_typed(const at::Tensor& x, const at::Tensor& gate, const Expe
                          const std::optional<ExpertSet>& shared, const Routing& r) {
   const int64_t tokens = r.T, D = x.size(1), M = r.T * r.k;
   const auto acc = c10::CppTypeToScalarType<A>::value;
-  std::vector<int32_t> idx(M);
-  std::vector<A> weights(M);
-  route(x, gate, r, idx, weights);
+  at::Tensor weights_t, idx_t;
+  std::tie(weights_t, idx_t) = route<A>(x, gate, r);
+  const A* weights = weights_t.data_ptr<A>();
+  const int32_t* idx = idx_t.data_ptr<int32_t>();
 
   std::vector<int64_t> starts(r.E + 1);
   std::vector<int32_t> slot(M);
-  v4k::moe::dispatch_by_expert(idx.data(), M, r.E, starts.data(), slot.data());
+  v4k::moe::dispatch_by_expert(idx, M, r.E, starts.data(), slot.data());
   std::vector<A> row_weight(M);
   at::Tensor token = at::empty({M}, x.options().dtype(at::kLong));
   int64_t* tok = token.data_ptr<int64_t>();
@@ -477,7 +408,6 @@ at::Tensor moe_ffn(const at::Tensor& x_in, const at::Tensor& gate, const at::Ten
     s3 = check_projection("shared_w3", *shared_w3, shared_w3_scale, {si, D});
     s2 = check_projection("shared_w2", *shared_w2, shared_w2_scale, {D, si});
   }
-  check_route(T, E, topk, bias, token_ids, tid2eid);
   moe_ffn_entry.calls.fetch_add(1, std::memory_order_relaxed);
 
   const at::Tensor x = x_in.contiguous();

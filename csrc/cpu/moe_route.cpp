@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu/checks.h"
+#include "cpu/moe_route.h"
 #include "cpu/registry.h"
 #include "kernels/moe_route.h"
 
@@ -54,10 +55,12 @@ void run(const at::Tensor& scores, const std::optional<at::Tensor>& bias, const 
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> moe_route(const at::Tensor& logits, int64_t topk, double route_scale,
-                                             const std::optional<at::Tensor>& bias,
-                                             const std::optional<at::Tensor>& token_ids,
-                                             const std::optional<at::Tensor>& tid2eid) {
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> route_experts(const at::Tensor& logits, int64_t topk, double route_scale,
+                                                 const std::optional<at::Tensor>& bias,
+                                                 const std::optional<at::Tensor>& token_ids,
+                                                 const std::optional<at::Tensor>& tid2eid) {
   const char* op = "moe_route";
   check_rank(op, "logits", logits, 2);
   check_route_float(op, "logits", logits);
@@ -84,7 +87,6 @@ std::tuple<at::Tensor, at::Tensor> moe_route(const at::Tensor& logits, int64_t t
     hashed = tid2eid->index_select(0, ids).to(at::kLong).contiguous();
     check_range(op, "tid2eid", hashed, E);
   }
-  entry.calls.fetch_add(1, std::memory_order_relaxed);
 
   // fp64 then one rounding, exactly as the reference (PyTorch's fp32 softplus can give equal logits
   // different last bits, which would break the lower-index tie rule).
@@ -105,6 +107,17 @@ std::tuple<at::Tensor, at::Tensor> moe_route(const at::Tensor& logits, int64_t t
   else
     run<float, float>(scores, select_bias, hashed, topk, route_scale, picked, idx);
   return {picked, idx};
+}
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> moe_route(const at::Tensor& logits, int64_t topk, double route_scale,
+                                             const std::optional<at::Tensor>& bias,
+                                             const std::optional<at::Tensor>& token_ids,
+                                             const std::optional<at::Tensor>& tid2eid) {
+  auto routed = route_experts(logits, topk, route_scale, bias, token_ids, tid2eid);
+  entry.calls.fetch_add(1, std::memory_order_relaxed);
+  return routed;
 }
 
 }  // namespace
