@@ -64,12 +64,12 @@ inline Isa isa() {
   return chosen;
 }
 
-// AVX512-BF16 (vdpbf16ps) next to the AVX-512 level of isa() and AVX512-DQ: the bf16 kernels compiled in
-// their own translation units for that ISA are called only when this holds.
+// AVX512-BF16 (vdpbf16ps) next to the AVX-512 level of isa() (which includes DQ): the bf16 kernels compiled
+// in their own translation units for that ISA are called only when this holds.
 inline bool has_avx512_bf16() {
   static const bool found = [] {
 #if V4K_X86
-    return isa() == Isa::avx512 && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16");
+    return isa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
 #else
     return false;
 #endif
