@@ -95,11 +95,10 @@ def check_engram_table(table, scale, out_dtype, op="engram_lookup", device=None)
 def check_engram_lookup(table, rows, scale, out_dtype):
     """Returns ``(output shape, output dtype)``."""
     op = "engram_lookup"
-    v.tensor(op, "table", table, rank=2, dtypes=(*v.FLOAT_DTYPES, FP8_TABLE_DTYPE))
+    out = check_engram_table(table, scale, out_dtype, op)
     v.tensor(op, "rows", rows, dtypes=(torch.int64, torch.int32), device=table.device)
     if rows.dim() < 1:
         v.fail(op, "rows", "at least 1-D ([..., n_cols])", "a 0-D tensor")
-    out = check_engram_table(table, scale, out_dtype, op)
     return (*rows.shape[:-1], rows.shape[-1] * table.shape[1]), out
 
 
