@@ -78,4 +78,10 @@ def randint(low, high, shape, *, dtype=torch.int32, device, gen) -> torch.Tensor
     return torch.randint(low, high, shape, generator=gen, dtype=torch.int64).to(dtype).to(device)
 
 
+def small_ints(*shape, dtype, device, gen, bound: int = 3) -> torch.Tensor:
+    """Integers in [-bound, bound] as ``dtype``: exact in every float dtype, so sums of their products do not
+    depend on the order of summation (for ops whose integer outputs rank such sums)."""
+    return randint(-bound, bound + 1, shape, dtype=torch.int64, device="cpu", gen=gen).to(dtype).to(device)
+
+
 from v4_ascend.testing.cases import attention, engram, mhc, moe, quant  # noqa: E402,F401  (registers the families)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from v4_ascend.testing.cases import Case, randint, randn, register
+from v4_ascend.testing.cases import Case, randint, randn, register, small_ints
 
 
 def _idx_with_holes(T, K, N, *, device, gen, hole_fraction=0.25):
@@ -113,9 +113,11 @@ def indexer_topk_cases(device, dtype, gen):
         entries = [(max(seq) + 1) // 4 + 1 for seq in seqs]
         offsets = [sum(entries[:i]) for i in range(len(seqs))]
         k_offset = torch.tensor([offsets[i] for i, seq in enumerate(seqs) for _ in seq], dtype=torch.int32)
-        q = randn(len(positions), H, d, dtype=dtype, device=device, gen=gen)
-        k = randn(sum(entries), d, dtype=dtype, device=device, gen=gen)
-        weights = randn(len(positions), H, dtype=torch.float32, device=device, gen=gen)
+        # Integer-valued inputs: every score is exact whatever the summation order, so the selected rows
+        # (compared exactly) cannot differ by the rounding of near-ties; ties exercise the lower-row rule.
+        q = small_ints(len(positions), H, d, dtype=dtype, device=device, gen=gen)
+        k = small_ints(sum(entries), d, dtype=dtype, device=device, gen=gen)
+        weights = small_ints(len(positions), H, dtype=torch.float32, device=device, gen=gen)
         q_pos = torch.tensor(positions, dtype=torch.int32, device=device)
         kwargs = {"k_offset": k_offset.to(device)} if len(seqs) > 1 else {}
         cases.append(Case(name, (q, k, weights, q_pos, 4, topk), kwargs))
